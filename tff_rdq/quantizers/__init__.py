@@ -1,0 +1,1 @@
+"""Quantizers: map float updates to integers and back."""
