@@ -1,56 +1,44 @@
 """Factories for the mean and sum of quantized, entropy-coded client updates.
 
-Each client quantizes every tensor of its update with a step size (optionally
-normalized per tensor), codes the integers to bytes with a lossless codec
-(run-length Elias-gamma by default) and sends one `tf.string` per tensor (see
-`payload`). The server decodes every client inside `tff.federated_aggregate`'s
-`accumulate`, dequantizes it with that client's own step, and sums.
+This is the method of this project. Each client quantizes every tensor of its
+update with a step size (optionally normalized per tensor; see
+`tff_rdq.quantizers.uniform`), codes the integers with a lossless codec
+(run-length Elias-gamma by default; see `tff_rdq.codecs`) and sends one
+`tf.string` per tensor. The server decodes each client inside
+`tff.federated_aggregate`'s accumulate and dequantizes it with that client's
+own step before summing (`tff_rdq.aggregators.compressed` does the federated
+plumbing and the measurements).
 
-`QuantizeEncodeFactory` (a `tff.aggregators.WeightedAggregationFactory`)
-computes the weighted mean: the client codes its own *unweighted* update and
-the server applies the weight after decoding, so a step means the same thing
-for every client. The client's weight (float32) travels beside the payload and
-is counted as 32 bits of side information. `QuantizeEncodeSumFactory` (an
-`UnweightedAggregationFactory`) computes the sum, e.g. as the inner factory of
-`tff.aggregators.UnweightedMeanFactory`.
+Payload of one tensor (all counted as uplink bits):
 
-Both compose with TFF's `clipping_factory` / `zeroing_factory` as inner
-factories. The process state is `OrderedDict(step_size=float32)`.
+  bytes 0-3   the tensor's effective step size, float32 little-endian
+  bytes 4-7   (dithered rounding only) the client's dither seed, int32
+              little-endian; the dither of tensor `i` uses seed `[seed, i]`
+  then        the codec's bytes of the tensor's integers, flattened row-major
 
-Measurements (flat, at `SERVER`, every round):
-  bits_per_parameter  mean over decoded clients of (client bits / parameters)
-  uplink_bits         total bits received from all clients this round:
-                      8 x payload bytes (+ 32 per weight, weighted form)
-  side_info_bits      the part of `uplink_bits` that is not coded integers:
-                      steps, seeds, codec headers and tables, weights
-  distortion          mean over decoded clients of the per-element MSE between
-                      the client's update and the server's reconstruction
-  sparsity            fraction of zero integers among the decoded clients
-  step_size           mean of the clients' (un-normalized) step sizes
-  step_size_std       their standard deviation across clients
-  clients             clients decoded and aggregated
-  dropped_clients     clients dropped because their update held NaN or Inf
+Side information: the step and seed bytes plus the codec's header bits.
 
-`distortion` is computed on each client from its own reconstruction (the
-server reconstructs the same values bit for bit) and travels beside the
-payload as a simulation diagnostic; it is not part of the counted bits.
-
-A stream that is truncated or corrupted stops the round with an
-`InvalidArgumentError` naming the problem; it is never decoded into values.
+`QuantizeEncodeFactory` is the weighted mean (a drop-in `model_aggregator` of
+`tff.learning.algorithms.build_weighted_fed_avg`); `QuantizeEncodeSumFactory`
+the sum (for example inside `tff.aggregators.UnweightedMeanFactory`). Both
+compose with TFF's `clipping_factory` and `zeroing_factory` as inner factories.
+State: `OrderedDict(step_size=float32)`. Besides the common measurements of
+`compressed`, they report `step_size` and `step_size_std` (the clients'
+un-normalized step sizes).
 """
 
 import collections
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_federated as tff
 
 from tff_rdq import codecs
-from tff_rdq.aggregators import payload
+from tff_rdq.aggregators import compressed
+from tff_rdq.codecs import bitstream
 from tff_rdq.quantizers import uniform
 
-_WEIGHT_BITS = 32
-CORRUPT_MESSAGE = 'A client payload is truncated or corrupted'
+_STEP_BYTES = 4
+_SEED_BYTES = 4
 
 
 def _check_step_size(step_size) -> float:
@@ -61,232 +49,120 @@ def _check_step_size(step_size) -> float:
   return float(step_size)
 
 
-def _tensor_types(value_type) -> list[tff.TensorType]:
-  """The flat tensor types of `value_type`, checked to be float and static."""
-  if isinstance(value_type, tff.types.FederatedType):
-    raise TypeError(f'Expected an unplaced value type, got {value_type}.')
-  flat = tff.structure.flatten(value_type)
-  if not flat:
-    raise TypeError(f'The value type {value_type} holds no tensors.')
-  for i, tensor_type in enumerate(flat):
-    if not isinstance(tensor_type, tff.TensorType):
-      raise TypeError(f'Tensor {i} of {value_type} is not a tensor: {tensor_type}.')
-    if not np.issubdtype(tensor_type.dtype, np.floating):
-      raise TypeError(
-          f'Quantize-encode aggregation needs floating-point values; tensor {i}'
-          f' of {value_type} has dtype {np.dtype(tensor_type.dtype).name}.'
-      )
-    if not tff.types.is_shape_fully_defined(tensor_type.shape):
-      raise TypeError(
-          f'Tensor {i} of {value_type} has a shape that is not fully defined:'
-          f' {tensor_type.shape}.'
-      )
-  return flat
+def client_seed(flat_values: list[tf.Tensor]) -> tf.Tensor:
+  """A per-client `int32` seed derived from the update itself.
+
+  The bit pattern of the update's float32 L1 norm: deterministic for a given
+  update (reproducible runs) and different across clients and rounds.
+  """
+  total = tf.add_n([tf.reduce_sum(tf.abs(v)) for v in flat_values])
+  return tf.bitcast(tf.cast(total, tf.float32), tf.int32)
 
 
-class _QuantizeEncodeBase:
-  """Configuration and process construction shared by both factories."""
+def _scalar_bytes(value: tf.Tensor) -> tf.Tensor:
+  return tf.reshape(tf.bitcast(value, tf.uint8), [-1])
 
-  def __init__(
-      self,
-      step_size: float,
-      *,
-      rounding: str = 'uniform',
-      normalization: str = 'none',
-      codec='elias_gamma',
-  ):
+
+class QuantizeEncodeCompressor:
+  """Quantize with a step size, then code the integers (see module doc)."""
+
+  diagnostic_names = ('squared_error', 'step_size')
+
+  def __init__(self, step_size, *, rounding='uniform', normalization='none',
+               codec='elias_gamma'):
+    self.step_size = _check_step_size(step_size)
+    uniform.check_rounding(rounding)
+    uniform.check_normalization(normalization)
+    self.rounding = rounding
+    self.normalization = normalization
+    self.codec = codecs.get_codec(codec)
+
+  def __repr__(self):
+    return (f'QuantizeEncodeCompressor(step_size={self.step_size}, rounding='
+            f'{self.rounding!r}, normalization={self.normalization!r}, '
+            f'codec={self.codec.name!r})')
+
+  @property
+  def header_size(self) -> int:
+    """Bytes before the codec's bytes in each tensor's payload."""
+    return _STEP_BYTES + (_SEED_BYTES if self.rounding == 'dithered' else 0)
+
+  def initial_state(self):
+    return collections.OrderedDict(step_size=tf.constant(self.step_size, tf.float32))
+
+  def client_params(self, state):
+    return state['step_size']
+
+  def update_state(self, state, diagnostic_means):
+    del diagnostic_means  # A fixed step.
+    return state
+
+  def encode(self, flat_values, step):
+    seed = client_seed(flat_values)
+    streams, squared_error = [], tf.constant(0.0, tf.float64)
+    for i, values in enumerate(flat_values):
+      tensor_step = uniform.normalized_step(values, step, self.normalization)
+      tensor_seed = tf.stack([seed, tf.constant(i, tf.int32)])
+      integers = uniform.quantize(values, tensor_step, self.rounding, tensor_seed)
+      reconstruction = uniform.dequantize(
+          integers, tensor_step, self.rounding, tensor_seed)
+      squared_error += tf.reduce_sum(
+          tf.square(tf.cast(reconstruction - values, tf.float64)))
+      parts = [_scalar_bytes(tensor_step)]
+      if self.rounding == 'dithered':
+        parts.append(_scalar_bytes(seed))
+      parts.append(self.codec.encode_to_bytes(integers))
+      streams.append(bitstream.bytes_to_string(tf.concat(parts, 0)))
+    return streams, collections.OrderedDict(
+        squared_error=squared_error, step_size=tf.cast(step, tf.float64))
+
+  def decode(self, streams, sizes):
+    header = self.header_size
+    ok = tf.constant(True)
+    values, zeros = [], tf.constant(0, tf.int64)
+    side_bits = tf.constant(0, tf.int64)
+    for i, (stream, size) in enumerate(zip(streams, sizes)):
+      data = bitstream.string_to_bytes(stream)
+      # Zero padding keeps the fixed-size header reads in bounds for any input.
+      padded = tf.concat([data, tf.zeros([header], tf.uint8)], 0)
+      step = tf.bitcast(padded[:_STEP_BYTES], tf.float32)
+      seed = tf.bitcast(padded[_STEP_BYTES:_STEP_BYTES + _SEED_BYTES], tf.int32)
+      body = data[header:]
+      integers, decoded_ok = self.codec.decode_from_bytes(body, size)
+      step_ok = tf.math.is_finite(step) & (step > 0)
+      ok &= decoded_ok & (tf.size(data) > header) & step_ok
+      tensor_seed = tf.stack([seed, tf.constant(i, tf.int32)])
+      values.append(uniform.dequantize(
+          integers, tf.where(step_ok, step, 1.0), self.rounding, tensor_seed))
+      zeros += tf.reduce_sum(tf.cast(tf.equal(integers, 0), tf.int64))
+      side_bits += 8 * header + tf.cast(self.codec.side_info_bits(body, size), tf.int64)
+    return collections.OrderedDict(
+        values=values, ok=ok, side_info_bits=side_bits, zeros=zeros)
+
+
+class QuantizeEncodeFactory(compressed.CompressedMeanFactory):
+  """Weighted mean of quantized, coded client updates (see module doc)."""
+
+  def __init__(self, step_size: float, *, rounding: str = 'uniform',
+               normalization: str = 'none', codec='elias_gamma'):
     """Initializes the factory.
 
     Args:
       step_size: The quantization step (multiplied by the per-tensor statistic
         when `normalization` is not `none`).
-      rounding: `uniform`, `stochastic` or `dithered` (see
-        `tff_rdq.quantizers.uniform`).
+      rounding: `uniform`, `stochastic` or `dithered`.
       normalization: `none`, `mean_abs`, `rms` or `max_abs`.
-      codec: A codec name from `tff_rdq.codecs.CODEC_NAMES` or a codec object.
+      codec: A name from `tff_rdq.codecs.CODEC_NAMES` or a codec object.
     """
-    self._step_size = _check_step_size(step_size)
-    uniform.check_rounding(rounding)
-    uniform.check_normalization(normalization)
-    self._rounding = rounding
-    self._normalization = normalization
-    self._codec = codecs.get_codec(codec)
-
-  def _create(self, value_type, weight_type=None):
-    flat_types = _tensor_types(value_type)
-    sizes = [int(np.prod(t.shape, dtype=np.int64)) for t in flat_types]
-    num_parameters = float(sum(sizes))
-    weighted = weight_type is not None
-    rounding, normalization, codec = self._rounding, self._normalization, self._codec
-    initial_step = self._step_size
-
-    @tff.tensorflow.computation
-    def init_tf():
-      return collections.OrderedDict(step_size=tf.constant(initial_step, tf.float32))
-
-    state_type = init_tf.type_signature.result
-
-    @tff.tensorflow.computation(state_type)
-    def get_step(state):
-      return state['step_size']
-
-    def client_fn(value, step, weight):
-      flat = [tf.reshape(tf.cast(v, tf.float32), [-1]) for v in tf.nest.flatten(value)]
-      finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in flat])
-
-      def encode():
-        steps = [uniform.normalized_step(v, step, normalization) for v in flat]
-        streams, squared_error = payload.encode_update(
-            flat, steps, rounding=rounding, codec=codec)
-        return streams, squared_error / num_parameters
-
-      def drop():
-        return [tf.constant(b'') for _ in flat], tf.constant(0.0, tf.float64)
-
-      streams, distortion = tf.cond(finite, encode, drop)
-      return collections.OrderedDict(
-          streams=streams,
-          weight=tf.cast(weight, tf.float32),
-          distortion=distortion,
-          step_size=tf.cast(step, tf.float64),
-      )
-
-    if weighted:
-      client_tf = tff.tensorflow.computation(client_fn, value_type, tf.float32, weight_type)
-    else:
-      client_tf = tff.tensorflow.computation(
-          lambda value, step: client_fn(value, step, 1.0), value_type, tf.float32)
-
-    def accumulator(value_sum, weight_sum, **scalars):
-      return collections.OrderedDict(value_sum=value_sum, weight_sum=weight_sum, **scalars)
-
-    @tff.tensorflow.computation
-    def zero_tf():
-      return accumulator(
-          value_sum=[tf.zeros([n], tf.float32) for n in sizes],
-          weight_sum=tf.constant(0.0, tf.float32),
-          clients=tf.constant(0, tf.int32),
-          dropped_clients=tf.constant(0, tf.int32),
-          uplink_bits=tf.constant(0, tf.int64),
-          side_info_bits=tf.constant(0, tf.int64),
-          bits_per_parameter=tf.constant(0.0, tf.float64),
-          distortion=tf.constant(0.0, tf.float64),
-          zeros=tf.constant(0, tf.int64),
-          step_size=tf.constant(0.0, tf.float64),
-          step_size_sq=tf.constant(0.0, tf.float64),
-      )
-
-    accumulator_type = zero_tf.type_signature.result
-    client_output_type = client_tf.type_signature.result
-    weight_bits = _WEIGHT_BITS if weighted else 0
-
-    @tff.tensorflow.computation(accumulator_type, client_output_type)
-    def accumulate_tf(acc, client):
-      decoded = payload.decode_update(
-          client['streams'], sizes, rounding=rounding, codec=codec)
-      check = tf.debugging.Assert(
-          decoded['ok'],
-          [f'{CORRUPT_MESSAGE}: it could not be decoded exactly into'
-           f' {len(sizes)} tensors of sizes {sizes}.'])
-      kept = tf.logical_not(decoded['dropped'])
-      keep_f32 = tf.cast(kept, tf.float32)
-      keep_f64 = tf.cast(kept, tf.float64)
-      weight = client['weight'] * keep_f32
-      client_bits = decoded['bits'] + weight_bits
-      with tf.control_dependencies([check]):
-        return accumulator(
-            value_sum=[s + weight * v for s, v in zip(acc['value_sum'], decoded['values'])],
-            weight_sum=acc['weight_sum'] + weight,
-            clients=acc['clients'] + tf.cast(kept, tf.int32),
-            dropped_clients=acc['dropped_clients'] + tf.cast(decoded['dropped'], tf.int32),
-            uplink_bits=acc['uplink_bits'] + client_bits,
-            side_info_bits=acc['side_info_bits'] + decoded['side_info_bits'] + weight_bits,
-            bits_per_parameter=acc['bits_per_parameter']
-            + keep_f64 * tf.cast(client_bits, tf.float64) / num_parameters,
-            distortion=acc['distortion'] + keep_f64 * client['distortion'],
-            zeros=acc['zeros'] + decoded['zeros'],
-            step_size=acc['step_size'] + keep_f64 * client['step_size'],
-            step_size_sq=acc['step_size_sq'] + keep_f64 * tf.square(client['step_size']),
-        )
-
-    @tff.tensorflow.computation(accumulator_type, accumulator_type)
-    def merge_tf(a, b):
-      return tf.nest.map_structure(tf.add, a, b)
-
-    @tff.tensorflow.computation(accumulator_type)
-    def report_tf(acc):
-      return acc
-
-    value_specs = tff.types.type_to_tf_tensor_specs(value_type)
-    flat_specs = tf.nest.flatten(value_specs)
-
-    @tff.tensorflow.computation(accumulator_type)
-    def finalize_tf(acc):
-      if weighted:
-        flat = [tf.math.divide_no_nan(s, acc['weight_sum']) for s in acc['value_sum']]
-      else:
-        flat = acc['value_sum']
-      result = tf.nest.pack_sequence_as(value_specs, [
-          tf.cast(tf.reshape(v, s.shape), s.dtype) for v, s in zip(flat, flat_specs)])
-      clients = tf.cast(acc['clients'], tf.float64)
-
-      def mean(total):
-        return tf.math.divide_no_nan(total, clients)
-
-      step_mean = mean(acc['step_size'])
-      step_var = tf.maximum(mean(acc['step_size_sq']) - tf.square(step_mean), 0.0)
-      measurements = collections.OrderedDict(
-          bits_per_parameter=mean(acc['bits_per_parameter']),
-          uplink_bits=acc['uplink_bits'],
-          side_info_bits=acc['side_info_bits'],
-          distortion=mean(acc['distortion']),
-          sparsity=mean(tf.cast(acc['zeros'], tf.float64) / num_parameters),
-          step_size=step_mean,
-          step_size_std=tf.sqrt(step_var),
-          clients=acc['clients'],
-          dropped_clients=acc['dropped_clients'],
-      )
-      return result, measurements
-
-    @tff.federated_computation
-    def init_fn():
-      return tff.federated_eval(init_tf, tff.SERVER)
-
-    def next_body(state, value, weight):
-      step = tff.federated_broadcast(tff.federated_map(get_step, state))
-      if weighted:
-        client_output = tff.federated_map(client_tf, (value, step, weight))
-      else:
-        client_output = tff.federated_map(client_tf, (value, step))
-      acc = tff.federated_aggregate(
-          client_output, zero_tf(), accumulate_tf, merge_tf, report_tf)
-      result, measurements = tff.federated_map(finalize_tf, acc)
-      return tff.templates.MeasuredProcessOutput(
-          state=state, result=result, measurements=measurements)
-
-    state_at_server = tff.FederatedType(state_type, tff.SERVER)
-    value_at_clients = tff.FederatedType(value_type, tff.CLIENTS)
-    if weighted:
-      next_fn = tff.federated_computation(
-          lambda state, value, weight: next_body(state, value, weight),
-          state_at_server, value_at_clients, tff.FederatedType(weight_type, tff.CLIENTS))
-    else:
-      next_fn = tff.federated_computation(
-          lambda state, value: next_body(state, value, None), state_at_server, value_at_clients)
-    return tff.templates.AggregationProcess(init_fn, next_fn)
+    super().__init__(QuantizeEncodeCompressor(
+        step_size, rounding=rounding, normalization=normalization, codec=codec))
 
 
-class QuantizeEncodeFactory(_QuantizeEncodeBase, tff.aggregators.WeightedAggregationFactory):
-  """Weighted mean of quantized and coded client updates (see module doc)."""
+class QuantizeEncodeSumFactory(compressed.CompressedSumFactory):
+  """Sum of quantized, coded client updates (see module doc)."""
 
-  def create(self, value_type, weight_type) -> tff.templates.AggregationProcess:
-    if weight_type is None:
-      raise TypeError('QuantizeEncodeFactory is weighted: pass a weight_type.')
-    return self._create(value_type, weight_type)
-
-
-class QuantizeEncodeSumFactory(_QuantizeEncodeBase, tff.aggregators.UnweightedAggregationFactory):
-  """Sum of quantized and coded client updates (see module doc)."""
-
-  def create(self, value_type) -> tff.templates.AggregationProcess:
-    return self._create(value_type)
+  def __init__(self, step_size: float, *, rounding: str = 'uniform',
+               normalization: str = 'none', codec='elias_gamma'):
+    """Initializes the factory; arguments as for `QuantizeEncodeFactory`."""
+    super().__init__(QuantizeEncodeCompressor(
+        step_size, rounding=rounding, normalization=normalization, codec=codec))
