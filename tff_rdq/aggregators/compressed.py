@@ -89,8 +89,11 @@ def tensor_types(value_type) -> list[tff.TensorType]:
 
 def _build_process(compressor, value_type, weight_type):
   """The `AggregationProcess`; weighted iff `weight_type` is not None."""
-  flat_types = tensor_types(value_type)
-  sizes = [int(np.prod(t.shape, dtype=np.int64)) for t in flat_types]
+  tensor_types(value_type)
+  # One flattening order (tf.nest's) for sizes, client values and results.
+  value_specs = tff.types.type_to_tf_tensor_specs(value_type)
+  flat_specs = tf.nest.flatten(value_specs)
+  sizes = [int(np.prod(s.shape, dtype=np.int64)) for s in flat_specs]
   num_parameters = float(sum(sizes))
   weighted = weight_type is not None
   weight_bits = _WEIGHT_BITS if weighted else 0
@@ -198,9 +201,6 @@ def _build_process(compressor, value_type, weight_type):
   @tff.tensorflow.computation(accumulator_type)
   def report_tf(acc):
     return acc
-
-  value_specs = tff.types.type_to_tf_tensor_specs(value_type)
-  flat_specs = tf.nest.flatten(value_specs)
 
   @tff.tensorflow.computation(state_type, accumulator_type)
   def finalize_tf(state, acc):

@@ -124,7 +124,7 @@ class QuantizeEncodeCompressor:
     for i, (stream, size) in enumerate(zip(streams, sizes)):
       data = bitstream.string_to_bytes(stream)
       # Zero padding keeps the fixed-size header reads in bounds for any input.
-      padded = tf.concat([data, tf.zeros([header], tf.uint8)], 0)
+      padded = tf.concat([data, tf.zeros([_STEP_BYTES + _SEED_BYTES], tf.uint8)], 0)
       step = tf.bitcast(padded[:_STEP_BYTES], tf.float32)
       seed = tf.bitcast(padded[_STEP_BYTES:_STEP_BYTES + _SEED_BYTES], tf.int32)
       body = data[header:]

@@ -63,8 +63,8 @@ def write_fields(
       most 64 bits long and holds no bits above its length.
     offsets: A list of `int64` vectors, the stream bit offset of each field,
       non-decreasing within each vector.
-    num_words: Scalar `int64`, the number of words of the stream; every field
-      must end within it.
+    num_words: Scalar `int64`, the number of words of the stream; every
+      nonempty field must end within it.
 
   Returns:
     A `uint64` vector of `num_words` words.
@@ -85,6 +85,9 @@ def write_fields(
     parts.append((high, word + 1))
   result = tf.zeros([num_words + 1], tf.uint64)
   for data, ids in parts:
+    # Empty fields (length 0) may sit at the very end of the stream; their
+    # parts land in the scratch word `num_words`, which is dropped.
+    ids = tf.minimum(ids, num_words)
     # A trailing zero-valued entry fixes the output length of the sorted sum.
     data = tf.concat([data, tf.zeros([1], tf.uint64)], 0)
     ids = tf.concat([ids, tf.reshape(num_words, [1])], 0)

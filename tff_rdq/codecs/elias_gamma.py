@@ -147,6 +147,17 @@ def encode_to_bytes(
 def decode_from_bytes(
     data: tf.Tensor, num_elements: int, block_size: int = DEFAULT_BLOCK_SIZE
 ) -> tuple[tf.Tensor, tf.Tensor]:
+  """Decodes the blocked format; see `_decode_from_bytes`."""
+  if tf.executing_eagerly():
+    # Eagerly, the decoding loop would run op by op from Python.
+    return _decode_from_bytes_graph(
+        tf.convert_to_tensor(data, tf.uint8), num_elements, block_size)
+  return _decode_from_bytes(data, num_elements, block_size)
+
+
+def _decode_from_bytes(
+    data: tf.Tensor, num_elements: int, block_size: int
+) -> tuple[tf.Tensor, tf.Tensor]:
   """Decodes the blocked format; never reads out of bounds.
 
   Each block is a lane; one loop iteration decodes one codeword in every lane
@@ -281,6 +292,9 @@ def decode_from_bytes(
       validate_indices=False,
   )
   return dense, ok
+
+
+_decode_from_bytes_graph = tf.function(_decode_from_bytes, reduce_retracing=True)
 
 
 def side_info_bits(data: tf.Tensor, num_elements, block_size: int) -> tf.Tensor:

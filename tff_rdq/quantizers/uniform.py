@@ -13,7 +13,8 @@ roundings:
   `(q - d) * step`, `d ~ U[-1/2, 1/2)` drawn from a seed that the server also
   gets. The error is uniform in `[-step/2, step/2]` and independent of `x`.
 
-Integers are clamped to `[-(2**31 - 1), 2**31 - 1]`.
+Integers are clamped to `[-(2**31 - 128), 2**31 - 128]`, the widest range of
+float32 values that convert to int32 exactly.
 
 Step normalization scales the step per tensor by a statistic of the values
 (`mean_abs`, `rms`, `max_abs`), so that one step setting fits tensors of very
@@ -25,7 +26,8 @@ import tensorflow as tf
 
 ROUNDINGS = ('uniform', 'stochastic', 'dithered')
 NORMALIZATIONS = ('none', 'mean_abs', 'rms', 'max_abs')
-_INT_LIMIT = 2.0**31 - 1
+# The largest float32 below 2**31 (float32(2**31 - 1) rounds up to 2**31).
+_INT_LIMIT = 2.0**31 - 128
 
 
 def check_rounding(rounding: str) -> None:

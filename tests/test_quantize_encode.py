@@ -1,0 +1,214 @@
+"""Tests of the quantize-encode aggregation factories in TFF processes."""
+
+import collections
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_compression as tfc
+import tensorflow_federated as tff
+
+from tff_rdq.aggregators import compressed
+from tff_rdq.aggregators import quantize_encode
+
+SHAPES = collections.OrderedDict(kernel=(40, 30), bias=(30,), scale=(3000,))
+VALUE_TYPE = tff.types.to_type(collections.OrderedDict(
+    (k, tff.TensorType(np.float32, s)) for k, s in SHAPES.items()))
+WEIGHT_TYPE = tff.TensorType(np.float32)
+NUM_PARAMS = sum(int(np.prod(s)) for s in SHAPES.values())
+STEP = 0.05
+
+
+def _updates(num_clients, seed=0):
+  rng = np.random.default_rng(seed)
+  return [collections.OrderedDict(
+      (k, (rng.laplace(size=s) * 0.05 * (i + 1)).astype(np.float32))
+      for k, s in SHAPES.items()) for i in range(num_clients)]
+
+
+def _eg_bytes(integers, block_size=1024):
+  """Closed-form size of the blocked Elias-gamma format, from tfc's op."""
+  blocks = [integers[i:i + block_size] for i in range(0, len(integers), block_size)]
+  lengths = [len(tfc.run_length_gamma_encode(tf.constant(b)).numpy()) for b in blocks]
+  width = max(lengths).bit_length()
+  return 1 + (len(blocks) * width + 7) // 8 + sum(lengths)
+
+
+@pytest.fixture(scope='module')
+def uniform_process():
+  return quantize_encode.QuantizeEncodeFactory(STEP).create(VALUE_TYPE, WEIGHT_TYPE)
+
+
+def test_weighted_mean_bits_distortion_sparsity_match_numpy(uniform_process):
+  updates, weights = _updates(3), [1.0, 2.0, 5.0]
+  output = uniform_process.next(uniform_process.initialize(), updates, weights)
+
+  reconstructions, bits, mse, zeros = [], [], [], []
+  for update in updates:
+    recon = collections.OrderedDict()
+    client_bits = 32  # The weight.
+    for k, v in update.items():
+      q = np.round(v / np.float32(STEP)).astype(np.int32)
+      recon[k] = q.astype(np.float32) * np.float32(STEP)
+      client_bits += 8 * (4 + _eg_bytes(q.reshape(-1)))
+      zeros.append(np.sum(q == 0))
+    reconstructions.append(recon)
+    bits.append(client_bits)
+    mse.append(sum(np.sum((recon[k] - update[k]).astype(np.float64) ** 2)
+                   for k in update) / NUM_PARAMS)
+  for k in SHAPES:
+    expected = sum(w * r[k] for w, r in zip(weights, reconstructions)) / sum(weights)
+    np.testing.assert_allclose(output.result[k], expected, rtol=1e-5, atol=1e-7)
+
+  m = output.measurements
+  assert m['uplink_bits'] == sum(bits)
+  assert m['bits_per_parameter'] == pytest.approx(np.mean(bits) / NUM_PARAMS)
+  assert m['distortion'] == pytest.approx(np.mean(mse), rel=1e-6)
+  assert m['sparsity'] == pytest.approx(sum(zeros) / (3 * NUM_PARAMS))
+  assert m['step_size'] == pytest.approx(STEP)
+  assert m['step_size_std'] == pytest.approx(0.0, abs=1e-9)
+  assert m['clients'] == 3 and m['dropped_clients'] == 0
+  # Side information: 32-bit step per tensor, codec header and table, weight.
+  assert 3 * (3 * 32 + 32) < m['side_info_bits'] < m['uplink_bits'] / 10
+
+
+def test_nonfinite_client_is_dropped_and_counted(uniform_process):
+  updates = _updates(3)
+  clean = uniform_process.next(uniform_process.initialize(), updates[:2], [1.0, 2.0])
+  updates[2]['bias'][4] = np.nan
+  updates.append(_updates(1, seed=5)[0])
+  updates[3]['kernel'][0, 0] = np.inf
+  output = uniform_process.next(uniform_process.initialize(), updates, [1.0, 2.0, 3.0, 4.0])
+  for k in SHAPES:
+    np.testing.assert_allclose(output.result[k], clean.result[k], rtol=1e-6)
+  assert output.measurements['clients'] == 2
+  assert output.measurements['dropped_clients'] == 2
+  assert output.measurements['distortion'] == pytest.approx(clean.measurements['distortion'])
+  # Dropped clients sent empty payloads: only their weights count.
+  assert output.measurements['uplink_bits'] == clean.measurements['uplink_bits'] + 64
+
+
+@pytest.mark.parametrize('rounding', ['uniform', 'stochastic', 'dithered'])
+@pytest.mark.parametrize('normalization', ['none', 'rms'])
+def test_server_reconstructs_what_client_measured(rounding, normalization):
+  process = quantize_encode.QuantizeEncodeSumFactory(
+      0.5 if normalization == 'rms' else STEP, rounding=rounding,
+      normalization=normalization).create(VALUE_TYPE)
+  update = _updates(1, seed=3)
+  output = process.next(process.initialize(), update)
+  mse = sum(np.sum((output.result[k] - update[0][k]).astype(np.float64) ** 2)
+            for k in SHAPES) / NUM_PARAMS
+  assert output.measurements['distortion'] == pytest.approx(mse, rel=1e-4)
+  if rounding == 'dithered':
+    # Subtractive dither: error uniform in a half step.
+    step = STEP if normalization == 'none' else None
+    if step:
+      for k in SHAPES:
+        assert np.max(np.abs(output.result[k] - update[0][k])) <= step / 2 * (1 + 1e-5)
+      assert mse == pytest.approx(step**2 / 12, rel=0.1)
+
+
+def test_unweighted_mean_and_clipping_compose():
+  factory = tff.aggregators.UnweightedMeanFactory(
+      value_sum_factory=quantize_encode.QuantizeEncodeSumFactory(STEP))
+  process = factory.create(VALUE_TYPE)
+  updates = _updates(2)
+  output = process.next(process.initialize(), updates)
+  for k in SHAPES:
+    expected = np.mean([np.round(u[k] / np.float32(STEP)) * np.float32(STEP)
+                        for u in updates], axis=0)
+    np.testing.assert_allclose(output.result[k], expected, rtol=1e-5, atol=1e-7)
+
+  clipped = tff.aggregators.clipping_factory(
+      1.0, quantize_encode.QuantizeEncodeFactory(STEP)).create(VALUE_TYPE, WEIGHT_TYPE)
+  out = clipped.next(clipped.initialize(), updates, [1.0, 1.0])
+  assert out.measurements['clipped_count'] == 2
+  assert out.measurements['clipping']['bits_per_parameter'] > 0
+  zeroed = tff.aggregators.zeroing_factory(
+      1e6, quantize_encode.QuantizeEncodeFactory(STEP)).create(VALUE_TYPE, WEIGHT_TYPE)
+  out = zeroed.next(zeroed.initialize(), updates, [1.0, 1.0])
+  assert out.measurements['zeroing']['bits_per_parameter'] > 0
+
+
+def test_rejects_bad_types_and_config():
+  int_type = tff.types.to_type([tff.TensorType(np.float32, [3]), tff.TensorType(np.int32, [4])])
+  with pytest.raises(TypeError, match='floating-point.*int32'):
+    quantize_encode.QuantizeEncodeFactory(STEP).create(int_type, WEIGHT_TYPE)
+  with pytest.raises(TypeError, match='not fully defined'):
+    quantize_encode.QuantizeEncodeSumFactory(STEP).create(tff.TensorType(np.float32, [None]))
+  with pytest.raises(ValueError, match='step_size'):
+    quantize_encode.QuantizeEncodeFactory(0.0)
+  with pytest.raises(ValueError, match='step_size'):
+    quantize_encode.QuantizeEncodeFactory(float('nan'))
+  with pytest.raises(ValueError, match='rounding'):
+    quantize_encode.QuantizeEncodeFactory(STEP, rounding='nearest')
+  with pytest.raises(ValueError, match='codec'):
+    quantize_encode.QuantizeEncodeFactory(STEP, codec='zip')
+
+
+class _TruncatingCompressor(quantize_encode.QuantizeEncodeCompressor):
+  """Simulates a transport that cuts the last byte of every payload."""
+
+  def encode(self, flat_values, step):
+    streams, diagnostics = super().encode(flat_values, step)
+    return [tf.strings.substr(s, 0, tf.strings.length(s) - 1) for s in streams], diagnostics
+
+
+def test_corrupted_payload_stops_the_round_with_clear_error():
+  compressor = quantize_encode.QuantizeEncodeCompressor(STEP)
+  streams, _ = compressor.encode([tf.constant(_updates(1)[0]['scale'])], tf.constant(STEP))
+  truncated = tf.strings.substr(streams[0], 0, tf.strings.length(streams[0]) - 2)
+  assert not bool(compressor.decode([truncated], [3000])['ok'])
+  assert not bool(compressor.decode([tf.constant(b'\x00\x00')], [3000])['ok'])
+
+  process = compressed.CompressedMeanFactory(_TruncatingCompressor(STEP)).create(
+      VALUE_TYPE, WEIGHT_TYPE)
+  with pytest.raises(Exception, match=compressed.CORRUPT_MESSAGE):
+    process.next(process.initialize(), _updates(1), [1.0])
+
+
+def _keras_model():
+  return tf.keras.Sequential([
+      tf.keras.layers.InputLayer(input_shape=(20,)),
+      tf.keras.layers.Dense(16, activation='relu'),
+      tf.keras.layers.Dense(4),
+  ])
+
+
+def test_drop_in_model_aggregator_for_weighted_fed_avg():
+  rng = np.random.default_rng(0)
+  true_w = rng.normal(size=(20, 4)).astype(np.float32)
+
+  def client_data(seed):
+    r = np.random.default_rng(seed)
+    x = r.normal(size=(64, 20)).astype(np.float32)
+    y = np.argmax(x @ true_w, axis=1).astype(np.int32)
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+
+  datasets = [client_data(s) for s in range(3)]
+
+  def model_fn():
+    return tff.learning.models.from_keras_model(
+        _keras_model(), input_spec=datasets[0].element_spec,
+        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[tf.keras.metrics.SparseCategoricalAccuracy()])
+
+  process = tff.learning.algorithms.build_weighted_fed_avg(
+      model_fn,
+      client_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=0.1),
+      server_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=1.0),
+      model_aggregator=quantize_encode.QuantizeEncodeFactory(
+          0.02, rounding='dithered', normalization='rms'))
+  state = process.initialize()
+  losses = []
+  for _ in range(5):
+    output = process.next(state, datasets)
+    state = output.state
+    losses.append(output.metrics['client_work']['train']['loss'])
+    aggregator = output.metrics['aggregator']
+    for key in ('bits_per_parameter', 'uplink_bits', 'side_info_bits', 'distortion',
+                'sparsity', 'step_size', 'clients', 'dropped_clients'):
+      assert key in aggregator
+    assert 0 < aggregator['bits_per_parameter'] < 32
+    assert aggregator['clients'] == 3
+  assert losses[-1] < 0.8 * losses[0]
