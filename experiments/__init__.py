@@ -1,0 +1,1 @@
+"""The Stack Overflow next-word-prediction experiment built on `tff_rdq`."""

@@ -1,0 +1,60 @@
+"""The `tff-rdq` command line.
+
+  tff-rdq run CONFIG [--set section.key=value ...] [--no-progress]
+  tff-rdq prepare-data [--cache-dir DIR]
+
+Errors the user can fix (config, data, run directory) print one line and exit
+with status 2. Every TFF worker the command started is stopped before it
+exits, also on Ctrl-C and SIGTERM.
+"""
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+
+def _parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog='tff-rdq', description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  commands = parser.add_subparsers(dest='command', required=True)
+  run = commands.add_parser('run', help='run (or resume) an experiment config')
+  run.add_argument('config', help='a TOML file, e.g. configs/stackoverflow_local.toml')
+  run.add_argument('--set', dest='overrides', action='append', default=[],
+                   metavar='SECTION.KEY=VALUE', help='override a config value')
+  run.add_argument('--no-progress', action='store_true', help='no progress bar')
+  prepare = commands.add_parser('prepare-data', help='build the local corpus')
+  prepare.add_argument('--cache-dir', default='data/stackoverflow_local')
+  return parser
+
+
+def main(argv=None) -> int:
+  args = _parser().parse_args(argv)
+  # Imported here so that `--help` and argument errors are instant.
+  from experiments import config as config_lib  # pylint: disable=g-import-not-at-top
+  from experiments import stackoverflow  # pylint: disable=g-import-not-at-top
+  from tff_rdq import data as data_lib  # pylint: disable=g-import-not-at-top
+  user_errors = (config_lib.ConfigError, stackoverflow.ExperimentError,
+                 data_lib.CorpusNotFoundError, data_lib.CorpusFormatError)
+  try:
+    if args.command == 'prepare-data':
+      path = data_lib.prepare_local_corpus(args.cache_dir)
+      print(f'corpus ready: {path}')
+      return 0
+    config = config_lib.load(args.config, args.overrides)
+    summary = stackoverflow.run(config, progress=not args.no_progress)
+    print('summary: ' + ', '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}'
+                                  for k, v in summary.items()))
+    print(f'results in {config.run_dir}')
+    return 0
+  except user_errors as e:
+    print(f'tff-rdq: error: {e}', file=sys.stderr)
+    return 2
+  except (KeyboardInterrupt, stackoverflow.Terminated):
+    print('tff-rdq: interrupted; rerun the same command to resume.', file=sys.stderr)
+    return 130
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,178 @@
+"""Experiment configuration: TOML files validated into dataclasses.
+
+A config file has the sections `[data]`, `[model]`, `[training]`,
+`[aggregator]` and `[output]` (plus a top-level `name`); every key is optional
+and defaults to the field default below. Unknown sections or keys, values of
+the wrong type and values out of range raise `ConfigError`, whose message
+names the offending key. `--set section.key=value` overrides are parsed as
+TOML values (`--set training.rounds=5`, `--set aggregator.method="mean"`).
+"""
+
+import dataclasses
+import pathlib
+import tomllib
+import typing
+from typing import Any
+
+
+class ConfigError(ValueError):
+  """A config file or override is invalid; the message names the key."""
+
+
+@dataclasses.dataclass
+class DataConfig:
+  # `local`: the built-in SpamAssassin corpus in Stack Overflow's format,
+  # prepared on first use. `stackoverflow`: TFF's own Stack Overflow loader.
+  source: str = 'local'
+  cache_dir: str = 'data/stackoverflow_local'
+  vocab_size: int = 10000
+  sequence_length: int = 20
+  batch_size: int = 20
+  client_epochs: int = 1
+  max_elements_per_client: int = 1000
+  shuffle_buffer_size: int = 100
+  eval_max_elements: int = 20000
+  eval_batch_size: int = 256
+
+
+@dataclasses.dataclass
+class ModelConfig:
+  embedding_size: int = 96
+  lstm_size: int = 670
+
+
+@dataclasses.dataclass
+class TrainingConfig:
+  rounds: int = 1500
+  clients_per_round: int = 50
+  client_optimizer: str = 'sgd'
+  client_learning_rate: float = 0.1
+  server_optimizer: str = 'sgd'
+  server_learning_rate: float = 1.0
+  server_momentum: float = 0.0
+  seed: int = 0
+  eval_every: int = 100
+  checkpoint_every: int = 1
+
+
+@dataclasses.dataclass
+class AggregatorConfig:
+  # `rdq` (ours) or `mean` (TFF's uncompressed MeanFactory); baselines by name.
+  method: str = 'rdq'
+  step_size: float = 0.01
+  rounding: str = 'uniform'
+  normalization: str = 'none'
+  codec: str = 'elias_gamma'
+  # Knob of a baseline method (k fraction, QSGD levels, bits, ...).
+  knob: float = 0.0
+  save_updates_rounds: list = dataclasses.field(default_factory=list)
+  save_updates_clients: int = 0
+
+
+@dataclasses.dataclass
+class OutputConfig:
+  root_dir: str = 'runs'
+
+
+@dataclasses.dataclass
+class ExperimentConfig:
+  name: str = 'experiment'
+  data: DataConfig = dataclasses.field(default_factory=DataConfig)
+  model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+  training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
+  aggregator: AggregatorConfig = dataclasses.field(default_factory=AggregatorConfig)
+  output: OutputConfig = dataclasses.field(default_factory=OutputConfig)
+
+  @property
+  def run_dir(self) -> pathlib.Path:
+    return pathlib.Path(self.output.root_dir) / self.name
+
+
+_SECTIONS = {f.name: f.type for f in dataclasses.fields(ExperimentConfig) if f.name != 'name'}
+_CHOICES = {
+    'data.source': ('local', 'stackoverflow'),
+    'training.client_optimizer': ('sgd',),
+    'training.server_optimizer': ('sgd', 'adam'),
+    'aggregator.rounding': ('uniform', 'stochastic', 'dithered'),
+    'aggregator.normalization': ('none', 'mean_abs', 'rms', 'max_abs'),
+}
+_POSITIVE = {
+    'data.vocab_size', 'data.sequence_length', 'data.batch_size', 'data.client_epochs',
+    'data.max_elements_per_client', 'data.shuffle_buffer_size', 'data.eval_max_elements',
+    'data.eval_batch_size', 'model.embedding_size', 'model.lstm_size', 'training.rounds',
+    'training.clients_per_round', 'training.client_learning_rate',
+    'training.server_learning_rate', 'training.eval_every', 'training.checkpoint_every',
+    'aggregator.step_size',
+}
+
+
+def _check_value(key: str, value: Any, expected: type) -> Any:
+  if expected is float and isinstance(value, int) and not isinstance(value, bool):
+    value = float(value)
+  origin = typing.get_origin(expected) or expected
+  if isinstance(value, bool) != (origin is bool) or not isinstance(value, origin):
+    raise ConfigError(
+        f'{key}: expected {origin.__name__}, got {type(value).__name__} {value!r}.')
+  if key in _CHOICES and value not in _CHOICES[key]:
+    raise ConfigError(f'{key}: must be one of {_CHOICES[key]}, got {value!r}.')
+  if key in _POSITIVE and not value > 0:
+    raise ConfigError(f'{key}: must be positive, got {value!r}.')
+  return value
+
+
+def from_dict(raw: dict) -> ExperimentConfig:
+  """Validates a parsed TOML document into an `ExperimentConfig`."""
+  config = ExperimentConfig()
+  for section, values in raw.items():
+    if section == 'name':
+      config.name = _check_value('name', values, str)
+      if not values or '/' in values or values.startswith('.'):
+        raise ConfigError(f'name: must be a plain directory name, got {values!r}.')
+      continue
+    if section not in _SECTIONS:
+      raise ConfigError(
+          f'unknown section [{section}]; sections are {sorted(_SECTIONS)} and `name`.')
+    if not isinstance(values, dict):
+      raise ConfigError(f'[{section}] must be a table of keys, got {values!r}.')
+    target = getattr(config, section)
+    fields = {f.name: f for f in dataclasses.fields(target)}
+    for key, value in values.items():
+      if key not in fields:
+        raise ConfigError(
+            f'unknown key {section}.{key}; keys of [{section}] are {sorted(fields)}.')
+      setattr(target, key, _check_value(f'{section}.{key}', value, fields[key].type))
+  return config
+
+
+def _parse_override(override: str) -> tuple[str, str, Any]:
+  if '=' not in override or '.' not in override.split('=', 1)[0]:
+    raise ConfigError(f'--set {override!r}: expected section.key=value.')
+  path, text = override.split('=', 1)
+  section, key = path.strip().split('.', 1)
+  try:
+    value = tomllib.loads(f'v = {text}')['v']
+  except tomllib.TOMLDecodeError:
+    value = text  # A bare string, e.g. --set aggregator.method=mean.
+  return section, key, value
+
+
+def load(path, overrides=()) -> ExperimentConfig:
+  """Reads, overrides and validates a TOML config file."""
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise ConfigError(f'config file {path} does not exist.')
+  try:
+    raw = tomllib.loads(path.read_text())
+  except tomllib.TOMLDecodeError as e:
+    raise ConfigError(f'{path} is not valid TOML: {e}.') from None
+  raw.setdefault('name', path.stem)
+  for override in overrides:
+    section, key, value = _parse_override(override)
+    if section == 'name':
+      raise ConfigError('use --set name=... without a section.')
+    raw.setdefault(section, {})[key] = value
+  return from_dict(raw)
+
+
+def to_dict(config: ExperimentConfig) -> dict:
+  return dataclasses.asdict(config)

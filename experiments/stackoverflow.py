@@ -1,0 +1,341 @@
+"""The Stack Overflow next-word-prediction experiment: federated training with
+a compressing model aggregator, logging bitrate and distortion every round.
+
+`run(config)` trains TFF's baseline recurrent model
+(`tff.simulation.baselines.stackoverflow` word prediction: Embedding ->
+LSTM -> Dense -> Dense) with `tff.learning.algorithms.build_weighted_fed_avg`,
+the configured aggregator as `model_aggregator`, and per-round client sampling
+seeded by `(training.seed, round)`. The run directory (`output.root_dir/name`)
+holds:
+
+  config.json          the resolved config
+  metrics.csv          one row per round (columns `COLUMNS`)
+  tensorboard/         TensorBoard event files with the same values
+  checkpoints/         `tff.program.FileProgramStateManager` states
+  summary.json         final numbers
+  *.png                accuracy and bits/parameter against round, accuracy
+                       against cumulative uplink bytes
+
+A run restarted with the same config resumes from its last checkpoint: rows
+logged after that checkpoint are dropped from `metrics.csv` and recomputed, so
+the log has no gaps and no duplicated rounds. With `checkpoint_every = 1` a
+killed run loses at most the round in progress.
+"""
+
+import asyncio
+import csv
+import json
+import math
+import pathlib
+import signal
+import time
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+from tensorflow_federated.python.simulation.baselines import keras_metrics
+from tensorflow_federated.python.simulation.baselines.stackoverflow import word_prediction_models
+from tensorflow_federated.python.simulation.baselines.stackoverflow import word_prediction_preprocessing
+import tqdm
+
+from experiments import config as config_lib
+from experiments import methods
+from experiments import plots
+from tff_rdq import data as data_lib
+from tff_rdq import runtime
+
+COLUMNS = (
+    'round', 'clients', 'bits_per_parameter', 'uplink_bytes', 'cumulative_uplink_bytes',
+    'side_info_bits', 'distortion', 'sparsity', 'step_size', 'step_size_std',
+    'dropped_clients', 'train_loss', 'train_accuracy', 'round_seconds',
+    'eval_loss', 'eval_accuracy', 'eval_accuracy_without_oov',
+    'eval_accuracy_without_oov_or_eos',
+)
+_NUM_OOV_BUCKETS = 1
+
+
+class ExperimentError(RuntimeError):
+  """A problem the user can fix (data, run directory); the message says how."""
+
+
+def load_data(config: config_lib.DataConfig):
+  """(train, test) ClientData; prepares the local corpus on first use."""
+  cache_dir = pathlib.Path(config.cache_dir)
+  if config.source == 'local':
+    data_lib.prepare_local_corpus(cache_dir)
+  try:
+    train, _, test = data_lib.load_client_data(cache_dir)
+  except (data_lib.CorpusNotFoundError, data_lib.CorpusFormatError) as e:
+    raise ExperimentError(str(e)) from None
+  return train, test
+
+
+def load_vocab(config: config_lib.DataConfig, train) -> list[str]:
+  """The training split's most frequent words, cached beside the corpus."""
+  path = pathlib.Path(config.cache_dir) / f'vocab_{config.vocab_size}.txt'
+  if path.exists():
+    return path.read_text().split('\n')
+  vocab = data_lib.build_vocab(train, config.vocab_size)
+  tmp = path.with_suffix('.tmp')
+  tmp.write_text('\n'.join(vocab))
+  tmp.replace(path)
+  return vocab
+
+
+def _metrics(vocab_size: int):
+  """TFF's baseline word-prediction metrics (accuracy with and without OOV/EOS)."""
+  special = word_prediction_preprocessing.get_special_tokens(
+      vocab_size, num_out_of_vocab_buckets=_NUM_OOV_BUCKETS)
+  pad, oov, eos = special.padding, special.out_of_vocab, special.end_of_sentence
+  return [
+      keras_metrics.MaskedCategoricalAccuracy(name='accuracy', masked_tokens=[pad]),
+      keras_metrics.MaskedCategoricalAccuracy(
+          name='accuracy_without_oov', masked_tokens=[pad] + oov),
+      keras_metrics.MaskedCategoricalAccuracy(
+          name='accuracy_without_oov_or_eos', masked_tokens=[pad, eos] + oov),
+  ]
+
+
+def extended_vocab_size(vocab) -> int:
+  return len(vocab) + _NUM_OOV_BUCKETS + 3  # Padding, beginning and end of sentence.
+
+
+def build_keras_model(config: config_lib.ModelConfig, vocab) -> tf.keras.Model:
+  return word_prediction_models.create_recurrent_model(
+      vocab_size=extended_vocab_size(vocab), embedding_size=config.embedding_size,
+      lstm_size=config.lstm_size)
+
+
+def build_process(config: config_lib.ExperimentConfig, vocab, input_spec):
+  def model_fn():
+    return tff.learning.models.from_keras_model(
+        build_keras_model(config.model, vocab), input_spec=input_spec,
+        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=_metrics(len(vocab)))
+
+  training = config.training
+  if training.server_optimizer == 'adam':
+    server_optimizer = tff.learning.optimizers.build_adam(
+        learning_rate=training.server_learning_rate)
+  else:
+    server_optimizer = tff.learning.optimizers.build_sgdm(
+        learning_rate=training.server_learning_rate,
+        momentum=training.server_momentum or None)
+  return tff.learning.algorithms.build_weighted_fed_avg(
+      model_fn,
+      client_optimizer_fn=tff.learning.optimizers.build_sgdm(
+          learning_rate=training.client_learning_rate),
+      server_optimizer_fn=server_optimizer,
+      model_aggregator=methods.build_factory(config.aggregator))
+
+
+def sample_clients(client_ids, num_clients: int, seed: int, round_num: int) -> list[str]:
+  """`num_clients` distinct clients, a function of (seed, round) only."""
+  rng = np.random.default_rng([seed, round_num])
+  count = min(num_clients, len(client_ids))
+  return [client_ids[i] for i in sorted(rng.choice(len(client_ids), count, replace=False))]
+
+
+class MetricsLog:
+  """`metrics.csv` plus TensorBoard events, truncated to a resume point."""
+
+  def __init__(self, run_dir: pathlib.Path, resume_round: int):
+    self.path = run_dir / 'metrics.csv'
+    self.rows = []
+    if self.path.exists():
+      with self.path.open() as f:
+        self.rows = [r for r in csv.DictReader(f) if int(r['round']) <= resume_round]
+    with self.path.open('w', newline='') as f:
+      writer = csv.DictWriter(f, COLUMNS)
+      writer.writeheader()
+      writer.writerows(self.rows)
+    self._writer = tf.summary.create_file_writer(str(run_dir / 'tensorboard'))
+
+  @property
+  def cumulative_uplink_bytes(self) -> float:
+    return float(self.rows[-1]['cumulative_uplink_bytes']) if self.rows else 0.0
+
+  def append(self, row: dict) -> None:
+    row = {k: row.get(k, '') for k in COLUMNS}
+    self.rows.append(row)
+    with self.path.open('a', newline='') as f:
+      csv.DictWriter(f, COLUMNS).writerow(row)
+      f.flush()
+    with self._writer.as_default(step=int(row['round'])):
+      for key, value in row.items():
+        if key != 'round' and value != '':
+          tf.summary.scalar(key, float(value))
+    self._writer.flush()
+
+
+def _aggregator_row(measurements, num_parameters: int, clients: int, uncompressed: bool):
+  if uncompressed:
+    # TFF's MeanFactory sends float32 values and a float32 weight: computed, not measured.
+    bits = clients * 32 * (num_parameters + 1)
+    return dict(bits_per_parameter=32.0 * (num_parameters + 1) / num_parameters,
+                uplink_bytes=bits / 8, side_info_bits=32 * clients, distortion=0.0,
+                sparsity='', step_size='', step_size_std='', dropped_clients=0)
+  return dict(
+      bits_per_parameter=float(measurements['bits_per_parameter']),
+      uplink_bytes=float(measurements['uplink_bits']) / 8,
+      side_info_bits=int(measurements['side_info_bits']),
+      distortion=float(measurements['distortion']),
+      sparsity=float(measurements['sparsity']),
+      step_size=float(measurements.get('step_size', float('nan'))),
+      step_size_std=float(measurements.get('step_size_std', float('nan'))),
+      dropped_clients=int(measurements['dropped_clients']))
+
+
+def _check_run_dir(run_dir: pathlib.Path, resolved: dict) -> None:
+  config_path = run_dir / 'config.json'
+  if config_path.exists():
+    previous = json.loads(config_path.read_text())
+    if previous != resolved:
+      raise ExperimentError(
+          f'{run_dir} holds a run with a different config; resume it with the same config, '
+          'or choose another name (--set name=...) or output.root_dir.')
+  run_dir.mkdir(parents=True, exist_ok=True)
+  config_path.write_text(json.dumps(resolved, indent=2, sort_keys=True))
+
+
+class Terminated(Exception):
+  pass
+
+
+def _raise_terminated(signum, frame):
+  del frame
+  raise Terminated(f'stopped by signal {signum}')
+
+
+def run(config: config_lib.ExperimentConfig, progress: bool = True) -> dict:
+  """Runs (or resumes) the experiment; returns the summary (see module doc)."""
+  run_dir = config.run_dir
+  _check_run_dir(run_dir, config_lib.to_dict(config))
+  tf.keras.utils.set_random_seed(config.training.seed)
+  train, test = load_data(config.data)
+  vocab = load_vocab(config.data, train)
+  data = config.data
+  train_preprocess = data_lib.make_preprocess_fn(
+      vocab, batch_size=data.batch_size, sequence_length=data.sequence_length,
+      num_epochs=data.client_epochs, max_elements=data.max_elements_per_client,
+      shuffle_buffer_size=data.shuffle_buffer_size, seed=config.training.seed)
+  eval_preprocess = data_lib.make_preprocess_fn(
+      vocab, batch_size=data.eval_batch_size, sequence_length=data.sequence_length,
+      shuffle_buffer_size=1)
+  eval_data = eval_preprocess(
+      test.create_tf_dataset_from_all_clients().take(data.eval_max_elements)).cache()
+  client_ids = sorted(train.client_ids)
+  if not client_ids:
+    raise ExperimentError(f'the training split in {data.cache_dir} has no clients.')
+
+  uncompressed = methods.is_uncompressed(config.aggregator)
+
+  previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)
+  try:
+    with runtime.local_execution_context():
+      process = build_process(config, vocab, eval_data.element_spec)
+      state = process.initialize()
+      num_parameters = int(sum(
+          np.prod(w.shape) for w in process.get_model_weights(state).trainable))
+      manager = tff.program.FileProgramStateManager(
+          str(run_dir / 'checkpoints'), keep_total=2)
+      saved, start_round = asyncio.run(manager.load_latest(state))
+      if saved is not None:
+        state = saved
+      else:
+        start_round = 0
+      log = MetricsLog(run_dir, start_round)
+      summary = _train(config, process, state, manager, log, start_round, client_ids,
+                       train, train_preprocess, eval_data, vocab, num_parameters,
+                       uncompressed, progress)
+  finally:
+    signal.signal(signal.SIGTERM, previous_handler)
+  summary['num_parameters'] = num_parameters
+  (run_dir / 'summary.json').write_text(json.dumps(summary, indent=2))
+  plots.plot_run(log.rows, run_dir, title=config.name)
+  return summary
+
+
+def evaluate(process, state, model_config, eval_data, vocab) -> dict:
+  """Loss and TFF's baseline accuracies of the global model on the test data."""
+  # A fresh Keras model: Keras refuses models built before TFF traced its own
+  # Keras models in graphs.
+  eval_model = build_keras_model(model_config, vocab)
+  process.get_model_weights(state).assign_weights_to(eval_model)
+  metrics = _metrics(len(vocab))
+  loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(
+      from_logits=True, reduction=tf.keras.losses.Reduction.SUM)
+  # Padding is masked out of the loss, as in TFF's baseline metrics.
+  total_loss, total_tokens = 0.0, 0.0
+  for x, y in eval_data:
+    logits = eval_model(x, training=False)
+    mask = tf.cast(tf.not_equal(y, 0), tf.float32)
+    total_loss += float(loss_fn(y, logits, sample_weight=mask))
+    total_tokens += float(tf.reduce_sum(mask))
+    for metric in metrics:
+      metric.update_state(y, logits)
+  results = {m.name: float(m.result()) for m in metrics}
+  return {
+      'eval_loss': total_loss / max(total_tokens, 1.0),
+      'eval_accuracy': results['accuracy'],
+      'eval_accuracy_without_oov': results['accuracy_without_oov'],
+      'eval_accuracy_without_oov_or_eos': results['accuracy_without_oov_or_eos'],
+  }
+
+
+def _train(config, process, state, manager, log, start_round, client_ids, train,
+           train_preprocess, eval_data, vocab, num_parameters, uncompressed,
+           progress) -> dict:
+  training = config.training
+  cumulative = log.cumulative_uplink_bytes
+  bar = tqdm.tqdm(total=training.rounds, initial=start_round, disable=not progress,
+                  unit='round', dynamic_ncols=True)
+  for round_num in range(start_round + 1, training.rounds + 1):
+    sampled = sample_clients(client_ids, training.clients_per_round, training.seed, round_num)
+    datasets = [train_preprocess(train.create_tf_dataset_for_client(c)) for c in sampled]
+    start = time.perf_counter()
+    output = process.next(state, datasets)
+    seconds = time.perf_counter() - start
+    state = output.state
+    train_metrics = output.metrics['client_work']['train']
+    row = dict(round=round_num, clients=len(sampled), round_seconds=seconds,
+               train_loss=float(train_metrics['loss']),
+               train_accuracy=float(train_metrics['accuracy']))
+    row.update(_aggregator_row(output.metrics['aggregator'], num_parameters,
+                               len(sampled), uncompressed))
+    if not math.isfinite(row['train_loss']):
+      raise ExperimentError(
+          f'training diverged at round {round_num} (loss {row["train_loss"]}); '
+          'lower the learning rates or the step size.')
+    cumulative += row['uplink_bytes']
+    row['cumulative_uplink_bytes'] = cumulative
+    if round_num % training.eval_every == 0 or round_num == training.rounds:
+      row.update(evaluate(process, state, config.model, eval_data, vocab))
+    log.append(row)
+    if round_num % training.checkpoint_every == 0 or round_num == training.rounds:
+      asyncio.run(manager.save(state, round_num))
+    bar.update(1)
+    bar.set_postfix(round=round_num, bits=f'{row["bits_per_parameter"]:.3f}',
+                    distortion=f'{row["distortion"]:.2e}', loss=f'{row["train_loss"]:.3f}')
+  bar.close()
+  rows = log.rows
+  final = rows[-1] if rows else {}
+  times = [float(r['round_seconds']) for r in rows[1:]] or [
+      float(r['round_seconds']) for r in rows]
+  return {
+      'name': config.name,
+      'method': config.aggregator.method,
+      'rounds': int(final.get('round', 0)),
+      'eval_accuracy': _float(final.get('eval_accuracy')),
+      'eval_accuracy_without_oov_or_eos': _float(final.get('eval_accuracy_without_oov_or_eos')),
+      'mean_bits_per_parameter': float(np.mean([float(r['bits_per_parameter']) for r in rows]))
+      if rows else float('nan'),
+      'total_uplink_bytes': float(final.get('cumulative_uplink_bytes', 0.0)),
+      'mean_distortion': float(np.mean([float(r['distortion']) for r in rows]))
+      if rows else float('nan'),
+      'median_round_seconds': float(np.median(times)) if times else float('nan'),
+  }
+
+
+def _float(value) -> float:
+  return float(value) if value not in (None, '') else float('nan')
