@@ -1,0 +1,175 @@
+"""End-to-end tests of the experiment runner and the `tff-rdq` CLI on generated data."""
+
+import csv
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from experiments import cli
+from experiments import config as config_lib
+from experiments import stackoverflow
+from tff_rdq.data import sqlite_format
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+WORDS = 'the a model layer tensor update client server round bits step size code'.split()
+
+
+def _write_corpus(directory: pathlib.Path) -> pathlib.Path:
+  """12 clients of short sentences from a tiny repetitive grammar."""
+  rng = np.random.default_rng(0)
+  records = []
+  for c in range(12):
+    for split, count in (('train', 12), ('heldout', 2), ('test', 3)):
+      for _ in range(count):
+        start = int(rng.integers(len(WORDS) - 6))
+        tokens = ' '.join(WORDS[start:start + int(rng.integers(3, 7))])
+        records.append(dict(
+            split_name=split, client_id=f'client_{c:02d}', creation_date='2002-08-22',
+            score=0, tags='t', title='title', tokens=tokens, type='question'))
+  directory.mkdir(parents=True, exist_ok=True)
+  sqlite_format.write_stackoverflow_sqlite(directory / 'stackoverflow.sqlite', records)
+  return directory
+
+
+@pytest.fixture(scope='module')
+def corpus(tmp_path_factory):
+  return _write_corpus(tmp_path_factory.mktemp('corpus'))
+
+
+def _overrides(corpus, root, rounds=3, name='t'):
+  return [f'data.source="stackoverflow"', f'data.cache_dir="{corpus}"',
+          f'output.root_dir="{root}"', f'training.rounds={rounds}', f'name="{name}"']
+
+
+def _args(overrides):
+  args = []
+  for o in overrides:
+    if o.startswith('name='):
+      continue
+    args += ['--set', o]
+  return args
+
+
+def _rows(run_dir):
+  with (run_dir / 'metrics.csv').open() as f:
+    return list(csv.DictReader(f))
+
+
+def _config_with(corpus, root, name, rounds=3):
+  overrides = [o for o in _overrides(corpus, root, rounds) if not o.startswith('name=')]
+  config = config_lib.load(REPO / 'configs' / 'tiny.toml', overrides)
+  config.name = name
+  return config
+
+
+def test_cli_run_writes_all_columns(corpus, tmp_path, capfd):
+  # capfd, not capsys: TFF's worker needs a real stdout file descriptor.
+  overrides = _overrides(corpus, tmp_path)
+  assert cli.main(['run', str(REPO / 'configs' / 'tiny.toml'), '--no-progress']
+                  + _args(overrides)) == 0
+  run_dir = tmp_path / 'tiny'
+  rows = _rows(run_dir)
+  assert [int(r['round']) for r in rows] == [1, 2, 3]
+  assert list(rows[0]) == list(stackoverflow.COLUMNS)
+  for r in rows:
+    assert 0 < float(r['bits_per_parameter']) < 32
+    assert float(r['uplink_bytes']) > 0
+    assert 0 < float(r['distortion']) < 1e-3
+    assert 0 <= float(r['sparsity']) <= 1
+    assert float(r['step_size']) == pytest.approx(0.002)
+    assert np.isfinite(float(r['train_loss']))
+    assert 0 <= float(r['train_accuracy']) <= 1
+    assert float(r['round_seconds']) > 0
+  cumulative = np.cumsum([float(r['uplink_bytes']) for r in rows])
+  np.testing.assert_allclose([float(r['cumulative_uplink_bytes']) for r in rows], cumulative)
+  # Evaluation every 2 rounds and at the end.
+  assert rows[0]['eval_accuracy'] == '' and rows[1]['eval_accuracy'] != ''
+  assert 0 <= float(rows[2]['eval_accuracy_without_oov_or_eos']) <= 1
+  for name in ('config.json', 'summary.json', 'accuracy_bits_vs_round.png',
+               'accuracy_vs_uplink_bytes.png'):
+    assert (run_dir / name).is_file(), name
+  assert list((run_dir / 'tensorboard').iterdir())
+  summary = json.loads((run_dir / 'summary.json').read_text())
+  assert summary['rounds'] == 3
+  assert summary['total_uplink_bytes'] == pytest.approx(cumulative[-1])
+  assert 'summary:' in capfd.readouterr().out
+
+
+def test_uncompressed_mean_runs(corpus, tmp_path):
+  config = _config_with(corpus, tmp_path, 'mean', rounds=2)
+  config.aggregator.method = 'mean'
+  summary = stackoverflow.run(config, progress=False)
+  assert summary['mean_bits_per_parameter'] > 32
+
+
+def test_resume_after_kill_gives_same_rows(corpus, tmp_path):
+  """A run killed mid-way and restarted matches an uninterrupted run."""
+  reference = stackoverflow.run(_config_with(corpus, tmp_path / 'ref', 'r', 5), progress=False)
+  reference_rows = _rows(tmp_path / 'ref' / 'r')
+  assert reference['rounds'] == 5
+
+  command = [sys.executable, '-m', 'experiments.cli', 'run', str(REPO / 'configs' / 'tiny.toml'),
+             '--no-progress'] + _args(_overrides(corpus, tmp_path / 'killed', rounds=5))
+  env = dict(os.environ, PYTHONPATH=str(REPO))
+  # Its own process group, so the kill reaches its TFF worker too.
+  process = subprocess.Popen(command, cwd=REPO, env=env, start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  run_dir = tmp_path / 'killed' / 'tiny'
+  deadline = time.monotonic() + 240
+  try:
+    while time.monotonic() < deadline:
+      if (run_dir / 'metrics.csv').exists() and len(_rows(run_dir)) >= 2:
+        break
+      assert process.poll() is None, 'the run ended before it could be killed'
+      time.sleep(0.2)
+    else:
+      pytest.fail('the run logged no rounds in time')
+  finally:
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+  killed_at = len(_rows(run_dir))
+  assert killed_at < 5
+
+  assert subprocess.run(command, cwd=REPO, env=env, capture_output=True).returncode == 0
+  rows = _rows(run_dir)
+  assert [int(r['round']) for r in rows] == [1, 2, 3, 4, 5]
+  for ours, ref in zip(rows, reference_rows):
+    for key in stackoverflow.COLUMNS:
+      if key == 'round_seconds':
+        continue
+      if ref[key] == '':
+        assert ours[key] == ''
+      else:
+        assert float(ours[key]) == pytest.approx(float(ref[key]), rel=1e-4, abs=1e-9), key
+
+
+@pytest.mark.parametrize('override,message', [
+    ('training.rounds=0', 'training.rounds: must be positive'),
+    ('training.roundz=3', 'unknown key training.roundz'),
+    ('aggregator.rounding="nearest"', 'aggregator.rounding: must be one of'),
+    ('aggregator.method="gzip"', "unknown method 'gzip'"),
+    ('training.rounds="many"', 'training.rounds: expected int'),
+])
+def test_config_errors_are_one_line(override, message, corpus, tmp_path, capsys):
+  argv = ['run', str(REPO / 'configs' / 'tiny.toml'), '--no-progress', '--set',
+          f'output.root_dir="{tmp_path}"', '--set', f'data.cache_dir="{corpus}"',
+          '--set', 'data.source="stackoverflow"', '--set', override]
+  assert cli.main(argv) == 2
+  err = capsys.readouterr().err.strip()
+  assert message in err and '\n' not in err
+
+
+def test_missing_data_and_config_are_one_line_errors(tmp_path, capsys):
+  argv = ['run', str(REPO / 'configs' / 'tiny.toml'), '--set', f'output.root_dir="{tmp_path}"',
+          '--set', f'data.cache_dir="{tmp_path / "nothing"}"', '--set', 'data.source="stackoverflow"']
+  assert cli.main(argv) == 2
+  assert 'stackoverflow.sqlite' in capsys.readouterr().err
+  assert cli.main(['run', str(tmp_path / 'absent.toml')]) == 2
+  assert 'does not exist' in capsys.readouterr().err
