@@ -1,6 +1,6 @@
 """The `tff-rdq` command line.
 
-  tff-rdq run CONFIG [--set section.key=value ...] [--no-progress]
+  tff-rdq run CONFIG [--set section.key=value ...] [--no-progress] [--workers H:P,...]
   tff-rdq prepare-data [--cache-dir DIR]
 
 Errors the user can fix (config, data, run directory) print one line and exit
@@ -24,6 +24,8 @@ def _parser() -> argparse.ArgumentParser:
   run.add_argument('--set', dest='overrides', action='append', default=[],
                    metavar='SECTION.KEY=VALUE', help='override a config value')
   run.add_argument('--no-progress', action='store_true', help='no progress bar')
+  run.add_argument('--workers', default='', metavar='HOST:PORT,...',
+                   help='TFF workers (`tff-rdq worker`) to split each round across')
   prepare = commands.add_parser('prepare-data', help='build the local corpus')
   prepare.add_argument('--cache-dir', default='data/stackoverflow_local')
   return parser
@@ -43,7 +45,8 @@ def main(argv=None) -> int:
       print(f'corpus ready: {path}')
       return 0
     config = config_lib.load(args.config, args.overrides)
-    summary = stackoverflow.run(config, progress=not args.no_progress)
+    workers = tuple(w for w in args.workers.split(',') if w)
+    summary = stackoverflow.run(config, progress=not args.no_progress, workers=workers)
     print('summary: ' + ', '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}'
                                   for k, v in summary.items()))
     print(f'results in {config.run_dir}')

@@ -145,10 +145,14 @@ def from_dict(raw: dict) -> ExperimentConfig:
 
 
 def _parse_override(override: str) -> tuple[str, str, Any]:
-  if '=' not in override or '.' not in override.split('=', 1)[0]:
-    raise ConfigError(f'--set {override!r}: expected section.key=value.')
-  path, text = override.split('=', 1)
-  section, key = path.strip().split('.', 1)
+  path, _, text = override.partition('=')
+  path = path.strip()
+  if path == 'name':
+    section, key = 'name', ''
+  elif not _ or '.' not in path:
+    raise ConfigError(f'--set {override!r}: expected section.key=value or name=value.')
+  else:
+    section, key = path.split('.', 1)
   try:
     value = tomllib.loads(f'v = {text}')['v']
   except tomllib.TOMLDecodeError:
@@ -169,8 +173,9 @@ def load(path, overrides=()) -> ExperimentConfig:
   for override in overrides:
     section, key, value = _parse_override(override)
     if section == 'name':
-      raise ConfigError('use --set name=... without a section.')
-    raw.setdefault(section, {})[key] = value
+      raw['name'] = value
+    else:
+      raw.setdefault(section, {})[key] = value
   return from_dict(raw)
 
 

@@ -207,8 +207,16 @@ def _raise_terminated(signum, frame):
   raise Terminated(f'stopped by signal {signum}')
 
 
-def run(config: config_lib.ExperimentConfig, progress: bool = True) -> dict:
-  """Runs (or resumes) the experiment; returns the summary (see module doc)."""
+def run(config: config_lib.ExperimentConfig, progress: bool = True,
+        workers: tuple[str, ...] = ()) -> dict:
+  """Runs (or resumes) the experiment; returns the summary (see module doc).
+
+  Args:
+    config: The validated experiment config.
+    progress: Whether to show a progress bar.
+    workers: `host:port` addresses of TFF workers (`tff-rdq worker`) to split
+      each round's clients across; empty for one local worker process.
+  """
   run_dir = config.run_dir
   _check_run_dir(run_dir, config_lib.to_dict(config))
   tf.keras.utils.set_random_seed(config.training.seed)
@@ -232,7 +240,9 @@ def run(config: config_lib.ExperimentConfig, progress: bool = True) -> dict:
 
   previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)
   try:
-    with runtime.local_execution_context():
+    context = (runtime.remote_execution_context(workers) if workers
+               else runtime.local_execution_context())
+    with context:
       process = build_process(config, vocab, eval_data.element_spec)
       state = process.initialize()
       num_parameters = int(sum(

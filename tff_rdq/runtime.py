@@ -28,3 +28,10 @@ def local_execution_context():
     yield
   finally:
     stop_tff_workers()
+
+
+@contextlib.contextmanager
+def remote_execution_context(addresses):
+  """An execution context over TFF workers at `host:port` addresses."""
+  raise NotImplementedError('remote workers are not implemented yet')
+  yield  # pylint: disable=unreachable
