@@ -42,6 +42,7 @@ from experiments import config as config_lib
 from experiments import methods
 from experiments import plots
 from tff_rdq import data as data_lib
+from tff_rdq.data import spam_assassin
 from tff_rdq import runtime
 
 COLUMNS = (
@@ -61,18 +62,22 @@ class ExperimentError(RuntimeError):
 def load_data(config: config_lib.DataConfig):
   """(train, test) ClientData; prepares the local corpus on first use."""
   cache_dir = pathlib.Path(config.cache_dir)
-  if config.source == 'local':
-    data_lib.prepare_local_corpus(cache_dir)
   try:
+    if config.source == 'local':
+      data_lib.prepare_local_corpus(cache_dir)
     train, _, test = data_lib.load_client_data(cache_dir)
-  except (data_lib.CorpusNotFoundError, data_lib.CorpusFormatError) as e:
+  except (data_lib.CorpusNotFoundError, data_lib.CorpusFormatError,
+          spam_assassin.CorpusPreparationError) as e:
     raise ExperimentError(str(e)) from None
   return train, test
 
 
 def load_vocab(config: config_lib.DataConfig, train) -> list[str]:
   """The training split's most frequent words, cached beside the corpus."""
-  path = pathlib.Path(config.cache_dir) / f'vocab_{config.vocab_size}.txt'
+  # Keyed by the corpus file's size and mtime, so a rebuilt corpus gets a new vocabulary.
+  stat = (pathlib.Path(config.cache_dir) / 'stackoverflow.sqlite').stat()
+  path = pathlib.Path(config.cache_dir) / (
+      f'vocab_{config.vocab_size}_{stat.st_size}_{int(stat.st_mtime)}.txt')
   if path.exists():
     return path.read_text().split('\n')
   vocab = data_lib.build_vocab(train, config.vocab_size)
