@@ -1,6 +1,8 @@
 """The `tff-rdq` command line.
 
   tff-rdq run CONFIG [--set section.key=value ...] [--no-progress] [--workers H:P,...]
+  tff-rdq compare CONFIG [--set section.key=value ...] [--no-progress]
+  tff-rdq methods
   tff-rdq prepare-data [--cache-dir DIR]
 
 Errors the user can fix (config, data, run directory) print one line and exit
@@ -26,6 +28,12 @@ def _parser() -> argparse.ArgumentParser:
   run.add_argument('--no-progress', action='store_true', help='no progress bar')
   run.add_argument('--workers', default='', metavar='HOST:PORT,...',
                    help='TFF workers (`tff-rdq worker`) to split each round across')
+  compare = commands.add_parser('compare', help='run a comparison sweep config')
+  compare.add_argument('config', help='a TOML file with [[sweep]] tables, e.g. configs/compare_local.toml')
+  compare.add_argument('--set', dest='overrides', action='append', default=[],
+                       metavar='SECTION.KEY=VALUE', help='override a base config value')
+  compare.add_argument('--no-progress', action='store_true', help='no progress bar')
+  commands.add_parser('methods', help='list the aggregation methods')
   prepare = commands.add_parser('prepare-data', help='build the local corpus')
   prepare.add_argument('--cache-dir', default='data/stackoverflow_local')
   return parser
@@ -43,6 +51,16 @@ def main(argv=None) -> int:
     if args.command == 'prepare-data':
       path = data_lib.prepare_local_corpus(args.cache_dir)
       print(f'corpus ready: {path}')
+      return 0
+    if args.command == 'methods':
+      from experiments import methods  # pylint: disable=g-import-not-at-top
+      print('\n'.join(methods.method_names()))
+      return 0
+    if args.command == 'compare':
+      from experiments import compare  # pylint: disable=g-import-not-at-top
+      out_dir = compare.compare(args.config, args.overrides, progress=not args.no_progress)
+      print((out_dir / 'comparison.md').read_text())
+      print(f'results in {out_dir}')
       return 0
     config = config_lib.load(args.config, args.overrides)
     workers = tuple(w for w in args.workers.split(',') if w)

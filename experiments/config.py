@@ -63,8 +63,9 @@ class AggregatorConfig:
   rounding: str = 'uniform'
   normalization: str = 'none'
   codec: str = 'elias_gamma'
-  # Knob of a baseline method (k fraction, QSGD levels, bits, ...).
-  knob: float = 0.0
+  # Keyword arguments of a baseline method's factory, e.g. {levels = 4} for
+  # qsgd or {fraction = 0.01} for top_k (see `tff-rdq methods`).
+  options: dict = dataclasses.field(default_factory=dict)
   save_updates_rounds: list = dataclasses.field(default_factory=list)
   save_updates_clients: int = 0
 

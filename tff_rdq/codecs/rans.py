@@ -8,8 +8,9 @@ worker has no tensorflow-compression ops). The values are split into `lanes`
 contiguous blocks that are coded as independent rANS states in lock step:
 one `tf.while_loop` iteration codes one symbol pair in every lane at once.
 
-**Model.** The value distribution is factored exactly: a nonzero value costs
-`-log2 P(v)`, a zero `-log2 P(0)`, in two kinds of symbols.
+**Model.** The value distribution is factored into two kinds of symbols so
+that (up to the quantization of probabilities and the ends of blocks) a
+nonzero value `v` costs `-log2 P(v)` bits and a zero `-log2 P(0)`.
 
 - *Run symbols* `r` in `0 .. R`: `r < R` means "`r` zeros, then a nonzero
   value" (`r + 1` values); `r = R` means "`R` zeros" (`R` values). Their
@@ -21,7 +22,7 @@ one `tf.while_loop` iteration codes one symbol pair in every lane at once.
   `K .. 2K-1` the values `1 .. K`, and `2K + c` an *escape of class c*: a value
   with `m = |v| - K` in `[2**c, 2**(c+1))`, followed in the escape payload by
   its sign and the `c` low bits of `m` (Exp-Golomb classes, so a value near the
-  int32 limits costs at most 33 raw bits plus its class symbol).
+  int32 limits costs at most 32 raw bits plus its class symbol).
 
 Frequencies are integers summing to `2**16` (`PRECISION`); every symbol that
 occurs gets at least 1 (`quantize_frequencies`).
@@ -51,6 +52,8 @@ reads in this order.
   bits 64..79     `K`, the largest magnitude with its own value symbols
   bits 80..85     `C`, the number of escape classes (0..32)
   bits 86..101    `R`, the run length of run symbol `R` (1..4096)
+  bits 102..133   `T`, the number of decoding steps: the largest number of
+                  run symbols of a lane (0 iff n = 0; at most `B`)
   table           for the `V = 2K + C` value symbols: `V` 5-bit fields
                   `len_s = bit_length(f_s)` (0..17), then `V` fields with the
                   `len_s - 1` low bits of `f_s` (empty when `len_s <= 1`).
@@ -81,7 +84,7 @@ WORD_BITS = 16
 STATE_LOWER = 1 << 20  # L: 4 bits above PRECISION keep rANS' loss ~1e-5.
 STATE_BITS = 36  # Lane states lie in [L, L * 2**16).
 LENGTH_FIELD_BITS = 5
-HEADER_BITS = 102
+HEADER_BITS = 134
 MAX_CENTRAL = 32767  # The format's bound on K.
 MAX_CLASSES = 32
 MAX_RUN = 4096
@@ -100,9 +103,9 @@ def _i64(value) -> tf.Tensor:
   return tf.cast(value, tf.int64)
 
 
-def _sorted_segment(fn, data, segment_ids, num_segments, empty_value=0):
+def _sorted_segment(fn, data, segment_ids, num_segments):
   """`fn` (a sorted segment reduction) with exactly `num_segments` outputs."""
-  data = tf.concat([data, [tf.cast(empty_value, data.dtype)]], 0)
+  data = tf.concat([data, tf.zeros([1], data.dtype)], 0)
   ids = tf.concat([segment_ids, [tf.maximum(num_segments - 1, 0)]], 0)
   return fn(data, ids)[:num_segments]
 
@@ -116,7 +119,7 @@ def quantize_frequencies(weights: tf.Tensor, present: tf.Tensor) -> tf.Tensor:
   Integer arithmetic only, so encoder and decoder agree bit for bit.
 
   Args:
-    weights: `int64` vector of non-negative weights below 2**46 / 2**16.
+    weights: `int64` vector of non-negative weights below 2**40.
     present: bool vector, the symbols that must be codable.
 
   Returns:
@@ -128,11 +131,15 @@ def quantize_frequencies(weights: tf.Tensor, present: tf.Tensor) -> tf.Tensor:
   freqs = tf.where(
       present, 1 + weights * (PROB_SCALE - num_present) // total,
       tf.zeros_like(weights))
-  size = tf.size(weights)
-  # The sentinel -1 keeps argmax defined on an empty vector.
-  top = tf.argmax(tf.concat([tf.where(present, weights, -1), [-2]], 0),
-                  output_type=tf.int32)
-  freqs += tf.one_hot(top, size, dtype=tf.int64) * (
+  # The first largest weight, explicitly (argmax does not promise which tie
+  # it returns, and encoder and decoder may run on different devices).
+  index = tf.range(tf.size(weights, out_type=tf.int64))
+  largest = tf.reduce_max(tf.concat([tf.where(present, weights, -1), [-1]], 0))
+  top = tf.reduce_min(tf.concat(
+      [tf.where(present & tf.equal(weights, largest), index,
+                tf.size(weights, out_type=tf.int64)),
+       [tf.size(weights, out_type=tf.int64)]], 0))
+  freqs += tf.one_hot(top, tf.size(weights), dtype=tf.int64) * (
       PROB_SCALE - tf.reduce_sum(freqs))
   return tf.where(num_present > 0, freqs, tf.zeros_like(freqs))
 
@@ -209,6 +216,29 @@ def _choose_central(magnitudes: tf.Tensor) -> tf.Tensor:
   return tf.reduce_max(tf.where(frequent, m, 0))
 
 
+def _graph_when_eager(signature):
+  """Runs the decorated function as one traced graph when called eagerly.
+
+  Eagerly, a `tf.while_loop` runs op by op from Python (about a millisecond
+  per step); traced once, it runs as a graph. When a graph is being built
+  (`tf.function`, TFF) the function is inlined as plain ops, so TFF's worker
+  sees no function-call ops.
+  """
+  def decorator(fn):
+    traced = tf.function(fn, input_signature=signature)
+
+    def call(*args):
+      return traced(*args) if tf.executing_eagerly() else fn(*args)
+
+    call.__doc__ = fn.__doc__
+    return call
+  return decorator
+
+
+def _spec(*shape, dtype=tf.int64):
+  return tf.TensorSpec(shape, dtype)
+
+
 def _encode_step(x, freq, cumulative):
   """One rANS encoding step in every lane (`f = 2**16, c = 0` is a no-op)."""
   emit = x >= tf.bitwise.left_shift(freq, 20)
@@ -218,6 +248,7 @@ def _encode_step(x, freq, cumulative):
           + cumulative)
 
 
+@_graph_when_eager([_spec(None, None)] * 4 + [_spec(dtype=tf.int32)])
 def _encode_lanes(run_f, run_c, value_f, value_c, lanes):
   """Runs the encoder over `[steps, lanes]` symbol parameters, last step first.
 
@@ -284,6 +315,86 @@ def _choose_run_limit(n, num_nonzero):
   return tf.where(num_nonzero == 0, tf.constant(MAX_RUN, tf.int64), limit)
 
 
+def _value_symbols(nonzero: tf.Tensor):
+  """Value symbols and escape payload of the nonzero values (`int64`).
+
+  Returns:
+    `(K, C, symbols, payload, payload_len)`: the payload field of an escape
+    is its sign bit plus, above it, the low `c` bits of `|v| - K` (`c + 1`
+    bits); 0 bits for the other values.
+  """
+  magnitude = tf.abs(nonzero)
+  central = _choose_central(magnitude)
+  escaped = magnitude > central
+  excess = tf.maximum(magnitude - central, 1)
+  escape_class = bitstream.bit_length(excess) - 1
+  num_classes = tf.reduce_max(
+      tf.concat([tf.where(escaped, escape_class + 1, 0), [0]], 0))
+  symbols = tf.where(
+      escaped, 2 * central + escape_class,
+      tf.where(nonzero < 0, nonzero + central, nonzero + central - 1))
+  low_bits = excess - tf.bitwise.left_shift(tf.ones_like(excess), escape_class)
+  payload = tf.bitwise.bitwise_or(
+      tf.cast(nonzero > 0, tf.uint64),
+      tf.bitwise.left_shift(tf.cast(low_bits, tf.uint64), bitstream.one()))
+  payload = tf.where(escaped, payload, tf.zeros_like(payload))
+  payload_len = tf.where(escaped, escape_class + 1, 0)
+  return central, num_classes, symbols, payload, payload_len
+
+
+def _lane_symbols(index, symbols, n, lanes, block, run_limit, num_symbols):
+  """Lays the symbols out per decoding step and lane.
+
+  Per nonzero value with `g` zeros before it in its block: `g // R` run
+  symbols `R`, then run symbol `g % R` with the value symbol; a block's `r`
+  trailing zeros: `ceil(r / R)` run symbols `R`.
+
+  Args:
+    index: `int64` positions of the nonzero values, increasing.
+    symbols: Their value symbols.
+    n, lanes, block, run_limit, num_symbols: Scalars `n`, lanes, `B`, `R`, `V`.
+
+  Returns:
+    `(runs, values, steps)`: `[steps, lanes]` run symbols and value symbols;
+    steps past a lane's end hold run symbol `R + 1` and places without a
+    value the value symbol `V` (both no-ops in `_coding_table`).
+  """
+  lane = index // block
+  position = index - lane * block
+  first = tf.not_equal(lane, tf.concat([[-1], lane[:-1]], 0))
+  previous = tf.where(first, -tf.ones_like(position),
+                      tf.concat([[-1], position[:-1]], 0))
+  gap = position - previous - 1
+  phrases = gap // run_limit + 1  # run symbols up to this value's
+  run_symbol = gap - (phrases - 1) * run_limit
+  lane_phrases = _sorted_segment(tf.math.segment_sum, phrases, lane, lanes)
+  lane_end = tf.maximum(
+      _sorted_segment(tf.math.segment_max, position + 1, lane, lanes), 0)
+  block_len = tf.minimum(block, n - tf.range(lanes) * block)
+  count = lane_phrases + (block_len - lane_end + run_limit - 1) // run_limit
+  steps = tf.reduce_max(tf.concat([count, [0]], 0))
+  rank = (tf.math.cumsum(phrases) - 1
+          - tf.gather(tf.math.cumsum(lane_phrases, exclusive=True), lane))
+  cell = tf.stack([lane, rank], 1)  # lane-major: sorted, as to_dense wants
+  shape = tf.stack([lanes, steps])
+  runs = tf.transpose(tf.sparse.to_dense(
+      tf.SparseTensor(cell, run_symbol, shape), default_value=run_limit,
+      validate_indices=False))
+  active = tf.range(steps)[:, tf.newaxis] < count[tf.newaxis, :]
+  runs = tf.where(active, runs, run_limit + 1)
+  values = tf.transpose(tf.sparse.to_dense(
+      tf.SparseTensor(cell, symbols, shape), default_value=num_symbols,
+      validate_indices=False))
+  return runs, values, steps
+
+
+def _coding_table(freqs: tf.Tensor):
+  """`(f, c)` per symbol, plus a no-op symbol (`f = 2**16`, `c = 0`)."""
+  freqs = tf.concat([freqs, [PROB_SCALE]], 0)
+  cumulative = tf.math.cumsum(freqs, exclusive=True)
+  return freqs, tf.concat([cumulative[:-1], [0]], 0)
+
+
 def encode_to_bytes(
     values: tf.Tensor,
     lane_overhead: float = DEFAULT_LANE_OVERHEAD,
@@ -315,33 +426,15 @@ def encode_to_bytes(
   values = _i64(tf.reshape(values, [-1]))
   n = tf.size(values, out_type=tf.int64)
 
-  # Value symbols of the nonzero values.
   index = tf.where(tf.not_equal(values, 0))[:, 0]
-  nonzero = tf.gather(values, index)
   num_nonzero = tf.size(index, out_type=tf.int64)
-  magnitude = tf.abs(nonzero)
-  central = _choose_central(magnitude)
-  escaped = magnitude > central
-  excess = tf.maximum(magnitude - central, 1)
-  escape_class = bitstream.bit_length(excess) - 1
-  num_classes = tf.reduce_max(
-      tf.concat([tf.where(escaped, escape_class + 1, 0), [0]], 0))
-  symbol = tf.where(
-      escaped, 2 * central + escape_class,
-      tf.where(nonzero < 0, nonzero + central, nonzero + central - 1))
+  central, num_classes, symbol, payload, payload_len = _value_symbols(
+      tf.gather(values, index))
   num_symbols = 2 * central + num_classes
   counts = tf.math.bincount(
       tf.cast(symbol, tf.int32), minlength=tf.cast(num_symbols, tf.int32),
       maxlength=tf.cast(num_symbols, tf.int32), dtype=tf.int64)
   value_freqs = quantize_frequencies(counts, counts > 0)
-  payload_len = tf.where(escaped, escape_class + 1, 0)
-  payload = tf.bitwise.bitwise_or(
-      tf.cast(nonzero > 0, tf.uint64),
-      tf.bitwise.left_shift(
-          tf.cast(excess - tf.bitwise.left_shift(
-              tf.ones_like(excess), escape_class), tf.uint64),
-          bitstream.one()))
-  payload = tf.where(escaped, payload, tf.zeros_like(payload))
 
   lanes, block = _choose_lanes(n, num_nonzero, counts,
                                tf.reduce_sum(payload_len), lane_overhead,
@@ -349,45 +442,10 @@ def encode_to_bytes(
   run_limit = _choose_run_limit(n, num_nonzero)
   run_freqs = run_frequencies(n, num_nonzero, run_limit)
 
-  # Run symbols: per nonzero, `gap // R` symbols R then symbol `gap % R`.
-  lane = index // block
-  position = index - lane * block
-  first = tf.not_equal(lane, tf.concat([[-1], lane[:-1]], 0))
-  previous = tf.where(first, -tf.ones_like(position),
-                      tf.concat([[-1], position[:-1]], 0))
-  gap = position - previous - 1
-  phrases = gap // run_limit + 1
-  run_symbol = gap - (phrases - 1) * run_limit
-  lane_phrases = _sorted_segment(tf.math.segment_sum, phrases, lane, lanes)
-  lane_end = tf.maximum(
-      _sorted_segment(tf.math.segment_max, position + 1, lane, lanes), 0)
-  block_len = tf.minimum(block, n - tf.range(lanes) * block)
-  # Trailing zeros: symbols R, the last one possibly past the block end.
-  count = lane_phrases + (block_len - lane_end + run_limit - 1) // run_limit
-  steps = tf.reduce_max(tf.concat([count, [0]], 0))
-  rank = (tf.math.cumsum(phrases) - 1
-          - tf.gather(tf.math.cumsum(lane_phrases, exclusive=True), lane))
-  cell = tf.stack([lane, rank], 1)
-  shape = tf.stack([lanes, steps])
-  # [lanes, steps] -> [steps, lanes]; missing run symbols are R (zero runs),
-  # steps past a lane's end get the no-op symbol R + 1, missing value symbols
-  # the no-op symbol V.
-  runs = tf.transpose(tf.sparse.to_dense(
-      tf.SparseTensor(cell, run_symbol, shape), default_value=run_limit,
-      validate_indices=False))
-  active = tf.range(steps)[:, tf.newaxis] < count[tf.newaxis, :]
-  runs = tf.where(active, runs, run_limit + 1)
-  value_symbols = tf.transpose(tf.sparse.to_dense(
-      tf.SparseTensor(cell, symbol, shape), default_value=num_symbols,
-      validate_indices=False))
-
-  def table(freqs):
-    freqs = tf.concat([freqs, [PROB_SCALE]], 0)
-    return freqs, tf.math.cumsum(freqs, exclusive=True) * tf.cast(
-        tf.range(tf.size(freqs)) < tf.size(freqs) - 1, tf.int64)
-
-  run_f, run_c = table(run_freqs)
-  value_f, value_c = table(value_freqs)
+  runs, value_symbols, steps = _lane_symbols(
+      index, symbol, n, lanes, block, run_limit, num_symbols)
+  run_f, run_c = _coding_table(run_freqs)
+  value_f, value_c = _coding_table(value_freqs)
   run_fm, value_fm = tf.gather(run_f, runs), tf.gather(value_f, value_symbols)
   states, before_run, before_value = _encode_lanes(
       run_fm, tf.gather(run_c, runs), value_fm,
@@ -410,7 +468,7 @@ def encode_to_bytes(
   side_bits = states_start + STATE_BITS * lanes
   side_bytes = (side_bits + 7) // 8
   header_values = tf.stack(
-      [num_nonzero, lanes, central, num_classes, run_limit])
+      [num_nonzero, lanes, central, num_classes, run_limit, steps])
   header = bitstream.write_fields(
       values=[
           tf.cast(header_values, tf.uint64),
@@ -419,7 +477,7 @@ def encode_to_bytes(
           tf.cast(states, tf.uint64),
       ],
       offsets=[
-          tf.constant([0, 32, 64, 80, 86], tf.int64),
+          tf.constant([0, 32, 64, 80, 86, 102], tf.int64),
           table_start + LENGTH_FIELD_BITS * tf.range(num_symbols),
           mantissa_start + tf.math.cumsum(mantissa_len, exclusive=True),
           states_start + STATE_BITS * tf.range(lanes),
@@ -434,6 +492,7 @@ def encode_to_bytes(
       offsets=[tf.math.cumsum(payload_len, exclusive=True)],
       num_words=payload_bytes // 8 + 2,
   )
+  # Little-endian bytes on a little-endian host, as `bitstream` assumes.
   word_bytes = tf.reshape(
       tf.bitcast(tf.cast(words, tf.uint16), tf.uint8), [-1])
   return tf.concat([
@@ -462,6 +521,7 @@ def _parse(data: tf.Tensor, num_elements):
   central = _read_field(words, [64], 16)[0]
   num_classes = _read_field(words, [80], 6)[0]
   run_limit = _read_field(words, [86], 16)[0]
+  steps = _read_field(words, [102], 32)[0]
   ok = ((nonzero <= n) & (central <= MAX_CENTRAL)
         & (num_classes <= MAX_CLASSES) & (run_limit >= 1)
         & (run_limit <= MAX_RUN))
@@ -474,6 +534,7 @@ def _parse(data: tf.Tensor, num_elements):
   lanes = tf.where(n > 0, tf.clip_by_value(lanes, 1, tf.maximum(n, 1)), 0)
   block = tf.maximum((n + lanes - 1) // tf.maximum(lanes, 1), 1)
   ok &= tf.equal(lanes, (n + block - 1) // block)
+  ok &= (steps <= tf.where(n > 0, block, 0)) & tf.equal(steps > 0, n > 0)
 
   num_symbols = 2 * central + num_classes
   lengths = _read_field(
@@ -498,12 +559,17 @@ def _parse(data: tf.Tensor, num_elements):
                        STATE_BITS)
   ok &= tf.reduce_all(states >= STATE_LOWER)
   side_bits = states_start + STATE_BITS * lanes
+  word_start = (side_bits + 7) // 8
+  # The alignment bits before the word stream must be zero.
+  ok &= tf.equal(_read_field(words, tf.reshape(side_bits, [1]),
+                             8 * word_start - side_bits)[0], 0)
   return dict(
       data=data, words=words, n=n, nonzero=nonzero, lanes=lanes, block=block,
       central=central, num_classes=num_classes, run_limit=run_limit,
+      steps=steps,
       num_symbols=num_symbols, value_freqs=value_freqs,
       states=tf.maximum(states, STATE_LOWER), side_bits=side_bits,
-      word_start=(side_bits + 7) // 8, ok=ok)
+      word_start=word_start, ok=ok)
 
 
 def side_info_bits(data: tf.Tensor, num_elements) -> tf.Tensor:
@@ -527,14 +593,20 @@ def _renormalize(x, need, pointer, words):
   return tf.where(need, refilled, x), pointer + tf.reduce_sum(need_count)
 
 
+_TABLE = (_spec(PROB_SCALE),) * 3
+
+
+@_graph_when_eager([_spec(None), _spec(None), _spec(), _TABLE, _TABLE,
+                    _spec(None), _spec(dtype=tf.int32)])
 def _decode_lanes(states, block_len, run_limit, run_table, value_table, words,
                   max_steps):
   """Decodes every lane until its block is full.
 
   Returns:
-    `(states, pointer, runs, value_slots)`: final states, number of words
-    read, and per step and lane (`[steps, lanes]`) the run symbol and the
-    slot of the value symbol (meaningful where a value was decoded).
+    `(states, position, pointer, runs, value_slots)`: final states, values
+    filled per lane, number of words read, and per step and lane (`[steps,
+    lanes]`) the run symbol and the slot of the value symbol (meaningful where
+    a value was decoded). Stops after `max_steps` steps.
   """
   run_symbol, run_f, run_bias = run_table
   _, value_f, value_bias = value_table
@@ -566,14 +638,14 @@ def _decode_lanes(states, block_len, run_limit, run_table, value_table, words,
     return (t + 1, x, position, pointer, runs.write(t, run),
             value_slots.write(t, slot))
 
-  _, states, _, pointer, runs, value_slots = tf.while_loop(
+  _, states, position, pointer, runs, value_slots = tf.while_loop(
       lambda t, x, position, *_: tf.reduce_any(position < block_len),
       body,
       (tf.constant(1), states, tf.zeros_like(states),
        tf.constant(0, tf.int64), outputs(), outputs()),
-      # Every step fills at least one value of every unfinished lane.
       maximum_iterations=max_steps)
-  return states, pointer, runs.stack()[1:], value_slots.stack()[1:]
+  return (states, position, pointer, runs.stack()[1:],
+          value_slots.stack()[1:])
 
 
 def decode_from_bytes(
@@ -609,9 +681,13 @@ def decode_from_bytes(
       [pairs[:, 0] + tf.bitwise.left_shift(pairs[:, 1], 8), [0]], 0)
 
   block_len = tf.minimum(block, n - tf.range(lanes) * block)
-  states, pointer, runs, value_slots = _decode_lanes(
+  # A bad header skips the loop: corrupt data is rejected fast, and the loop
+  # runs at most T (<= B) steps.
+  states, position, pointer, runs, value_slots = _decode_lanes(
       f['states'], block_len, run_limit, run_table, value_table, words,
-      tf.cast(block, tf.int32))
+      tf.cast(tf.where(ok, f['steps'], 0), tf.int32))
+  ok &= tf.reduce_all(position >= block_len)
+  ok &= tf.equal(tf.shape(runs, out_type=tf.int64)[0], f['steps'])
   ok &= tf.reduce_all(tf.equal(states, STATE_LOWER))
 
   # Positions of the decoded values, lane-major (= increasing index).

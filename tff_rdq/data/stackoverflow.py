@@ -1,4 +1,4 @@
-"""Loads a Stack Overflow-format corpus and preprocesses it for next-word prediction.
+"""Loads a Stack Overflow-format corpus and preprocesses it for next words.
 
 The corpus is read by TFF's own loader,
 `tff.simulation.datasets.stackoverflow.load_data(cache_dir=...)`, from the file
@@ -30,13 +30,17 @@ import tensorflow as tf
 import tensorflow_federated as tff
 # TFF's baseline preprocessing; `tff.simulation.baselines.stackoverflow` does
 # not re-export it.
+# pylint: disable=g-direct-tensorflow-import
 from tensorflow_federated.python.simulation.baselines.stackoverflow import constants as stackoverflow_constants
 from tensorflow_federated.python.simulation.baselines.stackoverflow import word_prediction_preprocessing
+# pylint: enable=g-direct-tensorflow-import
 
 from tff_rdq.data import sqlite_format
 
 _REQUIRED_COLUMNS = {
-    'examples': frozenset(['split_name', 'client_id', 'serialized_example_proto']),
+    'examples': frozenset(
+        ['split_name', 'client_id', 'serialized_example_proto']
+    ),
     'client_metadata': frozenset(['client_id', 'split_name', 'num_examples']),
 }
 

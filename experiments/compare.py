@@ -1,0 +1,186 @@
+"""Comparison of compression methods at matched data, seeds and sampled clients.
+
+A compare config is an experiment config (see `experiments.config`) plus an
+array of `[[sweep]]` tables, each naming a method and the list of settings to
+run it at; every setting is merged into `[aggregator]`:
+
+  [[sweep]]
+  method = "rdq"
+  settings = [{step_size = 0.1}, {step_size = 0.3}]
+
+  [[sweep]]
+  method = "qsgd"
+  settings = [{options = {levels = 2}}, {options = {levels = 8}}]
+
+`compare(path)` runs every (method, setting) as its own experiment under
+`output.root_dir/NAME/LABEL` (so each is resumable, and a rerun skips the
+finished ones), all with the same data, model, seed and client sampling, then
+writes `comparison.csv`, `comparison.md` and two plots: final accuracy against
+mean bits per parameter, and mean distortion against mean bits per parameter,
+each with the Pareto front (no other run has both fewer bits and a better
+value) marked.
+"""
+
+import copy
+import csv
+import json
+import pathlib
+import tomllib
+
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from experiments import config as config_lib  # pylint: disable=wrong-import-position
+from experiments import stackoverflow  # pylint: disable=wrong-import-position
+
+TABLE_COLUMNS = ('label', 'method', 'setting', 'eval_accuracy',
+                 'eval_accuracy_without_oov_or_eos', 'mean_bits_per_parameter',
+                 'total_uplink_bytes', 'mean_distortion', 'median_round_seconds')
+
+
+def _label(method: str, setting: dict) -> str:
+  flat = dict(setting)
+  flat.update(flat.pop('options', {}))
+  parts = [method] + [f'{k}={v}' for k, v in sorted(flat.items())]
+  return '_'.join(parts).replace('/', '-').replace(' ', '')
+
+
+def load(path, overrides=()) -> tuple[config_lib.ExperimentConfig, list]:
+  """The base config and the list of `(label, config)` runs; `ConfigError` if bad."""
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise config_lib.ConfigError(f'config file {path} does not exist.')
+  try:
+    raw = tomllib.loads(path.read_text())
+  except tomllib.TOMLDecodeError as e:
+    raise config_lib.ConfigError(f'{path} is not valid TOML: {e}.') from None
+  sweeps = raw.pop('sweep', None)
+  if not isinstance(sweeps, list) or not sweeps:
+    raise config_lib.ConfigError(f'{path}: needs at least one [[sweep]] table.')
+  base_path = path.with_suffix('.base.toml.tmp')
+  try:
+    base_path.write_text(_to_toml(raw))
+    base = config_lib.load(base_path, overrides)
+  finally:
+    base_path.unlink(missing_ok=True)
+  base.name = raw.get('name', path.stem)
+  runs = []
+  for i, sweep in enumerate(sweeps):
+    unknown = set(sweep) - {'method', 'settings'}
+    if unknown or 'method' not in sweep:
+      raise config_lib.ConfigError(
+          f'sweep[{i}]: needs `method` and `settings`; unknown keys {sorted(unknown)}.')
+    settings = sweep.get('settings', [{}])
+    if not isinstance(settings, list) or not all(isinstance(s, dict) for s in settings):
+      raise config_lib.ConfigError(f'sweep[{i}].settings: must be a list of tables.')
+    for setting in settings:
+      aggregator = dict(config_lib.to_dict(base)['aggregator'], method=sweep['method'], **setting)
+      checked = config_lib.from_dict({'aggregator': aggregator}).aggregator
+      run = copy.deepcopy(base)
+      run.aggregator = checked
+      label = _label(sweep['method'], setting)
+      run.name = label
+      run.output.root_dir = str(pathlib.Path(base.output.root_dir) / base.name)
+      runs.append((label, run))
+  labels = [label for label, _ in runs]
+  if len(set(labels)) != len(labels):
+    raise config_lib.ConfigError(f'{path}: two sweep settings give the same run {labels}.')
+  return base, runs
+
+
+def _to_toml(raw: dict) -> str:
+  """The plain sections of a config as TOML (values via JSON, which TOML accepts)."""
+  lines = []
+  for key, value in raw.items():
+    if not isinstance(value, dict):
+      lines.append(f'{key} = {json.dumps(value)}')
+  for key, value in raw.items():
+    if isinstance(value, dict):
+      lines.append(f'[{key}]')
+      for k, v in value.items():
+        if isinstance(v, dict):
+          inner = ', '.join(f'{ik} = {json.dumps(iv)}' for ik, iv in v.items())
+          lines.append(f'{k} = {{{inner}}}')
+        else:
+          lines.append(f'{k} = {json.dumps(v)}')
+  return '\n'.join(lines) + '\n'
+
+
+def pareto_front(points: list[tuple[float, float]], higher_is_better: bool) -> list[bool]:
+  """Whether each (bits, value) point is on the Pareto front."""
+  flags = []
+  for i, (bits, value) in enumerate(points):
+    dominated = False
+    for j, (other_bits, other_value) in enumerate(points):
+      if i == j:
+        continue
+      better = other_value >= value if higher_is_better else other_value <= value
+      strictly = (other_bits < bits or
+                  (other_value > value if higher_is_better else other_value < value))
+      if other_bits <= bits and better and strictly:
+        dominated = True
+        break
+    flags.append(not dominated)
+  return flags
+
+
+def compare(path, overrides=(), progress=True) -> pathlib.Path:
+  """Runs every sweep setting and writes the comparison; returns its directory."""
+  base, runs = load(path, overrides)
+  out_dir = pathlib.Path(base.output.root_dir) / base.name
+  rows = []
+  for i, (label, run_config) in enumerate(runs):
+    print(f'[{i + 1}/{len(runs)}] {label}', flush=True)
+    summary = stackoverflow.run(run_config, progress=progress)
+    setting = {k: v for k, v in config_lib.to_dict(run_config)['aggregator'].items()}
+    rows.append(dict(label=label, method=run_config.aggregator.method,
+                     setting=json.dumps(setting, sort_keys=True),
+                     **{k: summary[k] for k in TABLE_COLUMNS[3:]}))
+  write_outputs(rows, out_dir)
+  return out_dir
+
+
+def write_outputs(rows: list[dict], out_dir: pathlib.Path) -> None:
+  out_dir.mkdir(parents=True, exist_ok=True)
+  with (out_dir / 'comparison.csv').open('w', newline='') as f:
+    writer = csv.DictWriter(f, TABLE_COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+  header = ('| run | accuracy | acc. w/o OOV, EOS | bits/param | uplink MB | distortion '
+            '| round s |\n|---|---|---|---|---|---|---|\n')
+  body = ''.join(
+      f"| {r['label']} | {r['eval_accuracy']:.4f} | {r['eval_accuracy_without_oov_or_eos']:.4f}"
+      f" | {r['mean_bits_per_parameter']:.3f} | {r['total_uplink_bytes'] / 1e6:.2f}"
+      f" | {r['mean_distortion']:.3g} | {r['median_round_seconds']:.2f} |\n" for r in rows)
+  (out_dir / 'comparison.md').write_text(header + body)
+  _plot(rows, out_dir / 'accuracy_vs_bits.png', 'eval_accuracy', 'final test accuracy',
+        higher_is_better=True, log_y=False)
+  _plot([r for r in rows if r['mean_distortion'] > 0], out_dir / 'distortion_vs_bits.png',
+        'mean_distortion', 'mean distortion (MSE per element)', higher_is_better=False,
+        log_y=True)
+
+
+def _plot(rows, path, key, label, higher_is_better, log_y):
+  fig, ax = plt.subplots(figsize=(8, 5))
+  methods = sorted({r['method'] for r in rows})
+  for method in methods:
+    points = sorted((r['mean_bits_per_parameter'], r[key]) for r in rows if r['method'] == method)
+    ax.plot([p[0] for p in points], [p[1] for p in points], 'o-', label=method, markersize=4)
+  points = [(r['mean_bits_per_parameter'], r[key]) for r in rows]
+  front = sorted(p for p, on in zip(points, pareto_front(points, higher_is_better)) if on)
+  if front:
+    ax.plot([p[0] for p in front], [p[1] for p in front], 'k--', linewidth=1,
+            label='Pareto front')
+    ax.scatter([p[0] for p in front], [p[1] for p in front], s=80, facecolors='none',
+               edgecolors='k')
+  ax.set_xscale('log')
+  if log_y:
+    ax.set_yscale('log')
+  ax.set_xlabel('mean bits per parameter (log)')
+  ax.set_ylabel(label)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)

@@ -1,0 +1,123 @@
+"""NumPy references shared by the baseline tests (`tests/test_baseline_*.py`).
+
+Independent re-implementations of what the TF code computes: the byte count
+of `tff_rdq.codecs.elias_gamma`'s blocked format, the client seed, a small
+test structure of two tensors, and the weighted mean of 3 clients.
+"""
+
+import collections
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+# Keys deliberately not sorted: the compressors see the tensors in `tf.nest`
+# order (sorted keys: bias, kernel), which `flat` and `SIZES` follow.
+SHAPES = collections.OrderedDict(kernel=(20, 30), bias=(50,))
+ORDER = sorted(SHAPES)
+SIZES = [int(np.prod(SHAPES[name])) for name in ORDER]
+NUM_PARAMETERS = sum(SIZES)
+# An OrderedDict container: `compressed` needs a Python container type (a plain
+# named `tff.StructType` fails in `tff.types.type_to_tf_tensor_specs`).
+VALUE_TYPE = tff.types.to_type(collections.OrderedDict(
+    (name, tff.TensorType(np.float32, shape)) for name, shape in SHAPES.items()))
+WEIGHT_TYPE = tff.TensorType(np.float32)
+WEIGHTS = [1.0, 2.0, 3.5]
+WEIGHT_BITS = 32
+
+
+def client_values(num_clients=3, seed=0):
+  """Client updates of multiples of 1/64 below 150/64 in magnitude: every
+  float32 sum, sum of squares and Hadamard transform of them is exact, so TF
+  and NumPy agree bit for bit on norms, seeds and signs."""
+  rng = np.random.default_rng(seed)
+  clients = []
+  for c in range(num_clients):
+    clients.append(collections.OrderedDict(
+        (name, (rng.integers(-50, 51, size=shape) * (c + 1) / 64.0).astype(np.float32))
+        for name, shape in SHAPES.items()))
+  return clients
+
+
+def flat(client):
+  """The client's tensors as flat float32 vectors, in `tf.nest` order."""
+  return [np.asarray(client[name], np.float32).reshape(-1) for name in ORDER]
+
+
+def client_seed(flat_values) -> int:
+  """`quantize_encode.client_seed`: the bits of the float32 L1 norm."""
+  total = np.float32(sum(np.abs(v.astype(np.float64)).sum() for v in flat_values))
+  return int(np.array(total, np.float32).view(np.int32))
+
+
+def weighted_mean(decoded_clients, weights=WEIGHTS):
+  """The weighted mean (float64) of per-client lists of flat vectors."""
+  total = sum(weights)
+  return [sum(w * np.asarray(d[i], np.float64) for w, d in zip(weights, decoded_clients)) / total
+          for i in range(len(decoded_clients[0]))]
+
+
+def assert_result_close(result, expected_flat, rtol=1e-5, atol=1e-6):
+  """`result` (the process's structure) against flat vectors in `tf.nest` order."""
+  for name, want in zip(ORDER, expected_flat):
+    got = np.asarray(result[name])
+    assert got.shape == SHAPES[name]
+    np.testing.assert_allclose(got.reshape(-1), want, rtol=rtol, atol=atol, err_msg=name)
+
+
+def gamma_bits(v) -> np.ndarray:
+  """Length of the Elias-gamma code of integers v >= 1."""
+  return np.array([2 * int(x).bit_length() - 1 for x in np.reshape(v, -1)], np.int64)
+
+
+def _block_bytes(values, block_size):
+  """Bytes of each block stream of the blocked Elias-gamma format."""
+  values = np.asarray(values, np.int64).reshape(-1)
+  block_bytes = []
+  for start in range(0, values.size, block_size):
+    block = values[start:start + block_size]
+    positions = np.flatnonzero(block)
+    runs = np.diff(np.concatenate([[-1], positions]))  # Zeros before + 1.
+    bits = int(np.sum(gamma_bits(runs)) + positions.size
+               + np.sum(gamma_bits(np.abs(block[positions]))))
+    trailing = block.size - 1 - (positions[-1] if positions.size else -1)
+    if trailing > 0:
+      bits += int(gamma_bits(trailing + 1))
+    block_bytes.append((bits + 7) // 8)
+  return block_bytes
+
+
+def elias_gamma_header_bits(values, block_size=1024) -> int:
+  """Header and block-table bits of that format (its side information):
+  one byte w, then one w-bit length per block, w the largest length's width."""
+  block_bytes = _block_bytes(values, block_size)
+  width = max(block_bytes, default=0).bit_length()
+  return 8 * (1 + (len(block_bytes) * width + 7) // 8)
+
+
+def elias_gamma_num_bytes(values, block_size=1024) -> int:
+  """Bytes of `elias_gamma.encode_to_bytes(values, block_size)`."""
+  return elias_gamma_header_bits(values, block_size) // 8 + sum(
+      _block_bytes(values, block_size))
+
+
+def graph_decode(compressor, sizes=SIZES):
+  """`compressor.decode` as a `tf.function` of the list of streams (the
+  eager `tf.while_loop` of the Elias-gamma decoder is slow)."""
+  return tf.function(lambda streams: compressor.decode(streams, sizes))
+
+
+def assert_rejected(compressor, bad_inputs, sizes=SIZES, decode=None):
+  """`compressor.decode` (or `decode`, its `graph_decode`) gives ok=False
+  for each list of corrupted streams."""
+  decode = decode or graph_decode(compressor, sizes)
+  for bad in bad_inputs:
+    assert not bool(decode([tf.constant(b) for b in bad])['ok']), bad
+
+
+def assert_truncation_rejected_eagerly(compressor, stream, size):
+  """Eager `decode` of one stream cut by one byte, and of an empty one."""
+  for bad in (stream[:-1], b''):
+    result = compressor.decode([tf.constant(bad)], [size])
+    assert not bool(result['ok'])
+    assert result['values'][0].shape == (size,)

@@ -1,0 +1,162 @@
+"""Helpers shared by the baseline compressors (core TensorFlow ops only).
+
+- Checks of configuration values that raise `TypeError`/`ValueError` naming
+  the bad value.
+- Fixed-width fields packed LSB-first into bytes, written and read with
+  `tff_rdq.codecs.bitstream` (the project's only bit writer/reader).
+- Fixed-size little-endian headers read safely from streams of any length.
+- A base class for compressors without server state.
+"""
+
+import math
+import numbers
+
+import tensorflow as tf
+
+from tff_rdq.codecs import bitstream
+
+
+def check_number(name, value, *, integer=False, low=None, high=None,
+                 low_open=False, high_open=False):
+  """`value` as a Python number, checked to be finite and in range.
+
+  Raises:
+    TypeError: `value` is not a real number (or, when `integer`, neither an
+      integer nor an integral float such as 4.0); bools are rejected.
+    ValueError: `value` is not finite or out of `[low, high]` (`(low, ...`
+      when `low_open`, `..., high)` when `high_open`).
+  """
+  if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    what = 'an integer' if integer else 'a number'
+    raise TypeError(f'{name} must be {what}, got {value!r} ({type(value).__name__}).')
+  if not math.isfinite(float(value)):
+    raise ValueError(f'{name} must be finite, got {value!r}.')
+  if integer:
+    # Integral floats (a config file's 4.0) are accepted as integers.
+    if not isinstance(value, numbers.Integral) and not float(value).is_integer():
+      raise TypeError(f'{name} must be an integer, got {value!r}.')
+    value = int(value)
+  else:
+    value = float(value)
+  if low is not None and (value < low or (low_open and value == low)):
+    bound = f'> {low}' if low_open else f'>= {low}'
+    raise ValueError(f'{name} must be {bound}, got {value!r}.')
+  if high is not None and (value > high or (high_open and value == high)):
+    bound = f'< {high}' if high_open else f'<= {high}'
+    raise ValueError(f'{name} must be {bound}, got {value!r}.')
+  return value
+
+
+def check_choice(name, value, choices):
+  """`value`, checked to be one of `choices`; `ValueError` otherwise."""
+  if not isinstance(value, str) or value not in choices:
+    raise ValueError(f'{name} must be one of {tuple(choices)}, got {value!r}.')
+  return value
+
+
+def scalar_bytes(value: tf.Tensor) -> tf.Tensor:
+  """The 4 little-endian bytes of a `float32`/`int32` scalar (or a vector's)."""
+  return tf.reshape(tf.bitcast(value, tf.uint8), [-1])
+
+
+def split_header(data: tf.Tensor, num_bytes: int):
+  """`(header, body)` of a `uint8` stream; the header is always `num_bytes`
+  long (zero-filled when the stream is shorter), the body may be empty."""
+  padded = tf.concat([data, tf.zeros([num_bytes], tf.uint8)], 0)
+  return padded[:num_bytes], data[num_bytes:]
+
+
+def header_float32(header: tf.Tensor, offset: int) -> tf.Tensor:
+  """The float32 scalar at byte `offset` of a header."""
+  return tf.bitcast(header[offset:offset + 4], tf.float32)
+
+
+def header_float32_vector(header: tf.Tensor, offset: int, count: int) -> tf.Tensor:
+  """`count` float32 values at byte `offset` of a header, as a vector."""
+  return tf.bitcast(tf.reshape(header[offset:offset + 4 * count], [count, 4]), tf.float32)
+
+
+def header_int32(header: tf.Tensor, offset: int) -> tf.Tensor:
+  """The int32 at byte `offset` of a header."""
+  return tf.bitcast(header[offset:offset + 4], tf.int32)
+
+
+def packed_bytes(count: int, width: int) -> int:
+  """Bytes of `count` fields of `width` bits, zero padded to a whole byte."""
+  return (count * width + 7) // 8
+
+
+def pack_fields(values: tf.Tensor, width: int) -> tf.Tensor:
+  """Packs non-negative integers into `width`-bit fields, LSB-first.
+
+  Field `j` occupies stream bits `j*width .. (j+1)*width - 1` (least
+  significant bit first; see `bitstream`); the last byte is zero padded.
+
+  Args:
+    values: A rank-1 integer tensor of values below `2**width`.
+    width: Python int in `[0, 32]`.
+
+  Returns:
+    A `uint8` vector of `ceil(len(values) * width / 8)` bytes.
+  """
+  values = tf.cast(tf.reshape(values, [-1]), tf.uint64)
+  count = tf.size(values, out_type=tf.int64)
+  num_bytes = (count * width + 7) // 8
+  if width == 0:
+    return tf.zeros([0], tf.uint8)
+  words = bitstream.write_fields(
+      [values], [tf.range(count) * width], (num_bytes + 7) // 8)
+  return bitstream.words_to_bytes(words, num_bytes)
+
+
+def unpack_fields(data: tf.Tensor, count: int, width: int):
+  """Reads `pack_fields`' format; never reads out of bounds.
+
+  Returns:
+    `(values, ok)`: an `int64` vector of `count` fields, and whether `data`
+    has exactly `packed_bytes(count, width)` bytes with zero padding bits.
+  """
+  num_bytes = packed_bytes(count, width)
+  ok = tf.equal(tf.size(data), num_bytes)
+  if width == 0:
+    return tf.zeros([count], tf.int64), ok
+  words = bitstream.bytes_to_words(data)
+  offsets = tf.range(count, dtype=tf.int64) * width
+  values = bitstream.low_bits(bitstream.read_bits(words, offsets), width)
+  padding = 8 * num_bytes - count * width
+  if padding:
+    pad_bits = bitstream.low_bits(
+        bitstream.read_bits(words, tf.constant([count * width], tf.int64)), padding)
+    ok &= tf.equal(pad_bits[0], 0)
+  return tf.cast(values, tf.int64), ok
+
+
+def squared_error(values: tf.Tensor, reconstruction: tf.Tensor) -> tf.Tensor:
+  """Sum of squared differences, in float64."""
+  return tf.reduce_sum(tf.square(tf.cast(reconstruction, tf.float64)
+                                 - tf.cast(values, tf.float64)))
+
+
+def finite_nonnegative(value: tf.Tensor) -> tf.Tensor:
+  """Elementwise: finite and >= 0 (a valid scale or norm)."""
+  return tf.math.is_finite(value) & (value >= 0)
+
+
+class StatelessCompressor:
+  """Compressor-protocol defaults for methods without server state.
+
+  The state is a placeholder `int32` scalar 0, broadcast unchanged (the
+  configuration is static Python, known to clients and server alike).
+  """
+
+  diagnostic_names = ('squared_error',)
+
+  def initial_state(self):
+    return tf.constant(0, tf.int32)
+
+  def client_params(self, state):
+    return state
+
+  def update_state(self, state, diagnostic_means):
+    del diagnostic_means
+    return state
