@@ -5,10 +5,14 @@ import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
+import numpy as np
 import pytest
 import tensorflow_federated as tff
 
 from tff_rdq import runtime
+from tff_rdq.data import sqlite_format
+
+WORDS = 'the a model layer tensor update client server round bits step size code'.split()
 
 
 @pytest.fixture(scope='session', autouse=True)
@@ -18,3 +22,21 @@ def tff_context():
   yield
   runtime.stop_tff_workers()
   gc.collect()
+
+
+@pytest.fixture(scope='session')
+def small_corpus(tmp_path_factory):
+  """A generated `stackoverflow.sqlite`: 12 clients of sentences from a tiny grammar."""
+  directory = tmp_path_factory.mktemp('corpus')
+  rng = np.random.default_rng(0)
+  records = []
+  for c in range(12):
+    for split, count in (('train', 12), ('heldout', 2), ('test', 3)):
+      for _ in range(count):
+        start = int(rng.integers(len(WORDS) - 6))
+        tokens = ' '.join(WORDS[start:start + int(rng.integers(3, 7))])
+        records.append(dict(
+            split_name=split, client_id=f'client_{c:02d}', creation_date='2002-08-22',
+            score=0, tags='t', title='title', tokens=tokens, type='question'))
+  sqlite_format.write_stackoverflow_sqlite(directory / 'stackoverflow.sqlite', records)
+  return directory

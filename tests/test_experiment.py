@@ -15,32 +15,13 @@ import pytest
 from experiments import cli
 from experiments import config as config_lib
 from experiments import stackoverflow
-from tff_rdq.data import sqlite_format
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-WORDS = 'the a model layer tensor update client server round bits step size code'.split()
 
 
-def _write_corpus(directory: pathlib.Path) -> pathlib.Path:
-  """12 clients of short sentences from a tiny repetitive grammar."""
-  rng = np.random.default_rng(0)
-  records = []
-  for c in range(12):
-    for split, count in (('train', 12), ('heldout', 2), ('test', 3)):
-      for _ in range(count):
-        start = int(rng.integers(len(WORDS) - 6))
-        tokens = ' '.join(WORDS[start:start + int(rng.integers(3, 7))])
-        records.append(dict(
-            split_name=split, client_id=f'client_{c:02d}', creation_date='2002-08-22',
-            score=0, tags='t', title='title', tokens=tokens, type='question'))
-  directory.mkdir(parents=True, exist_ok=True)
-  sqlite_format.write_stackoverflow_sqlite(directory / 'stackoverflow.sqlite', records)
-  return directory
-
-
-@pytest.fixture(scope='module')
-def corpus(tmp_path_factory):
-  return _write_corpus(tmp_path_factory.mktemp('corpus'))
+@pytest.fixture(name='corpus')
+def _corpus(small_corpus):
+  return small_corpus
 
 
 def _overrides(corpus, root, rounds=3, name='t'):

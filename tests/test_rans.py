@@ -379,3 +379,17 @@ def test_runs_inside_federated_computation():
   np.testing.assert_array_equal(decoded, values)
   _, ok = decode(stream[:-3])
   assert not ok
+
+
+def test_all_nonzero_round_trip_inside_tff_worker():
+  # Regression: graph-mode code must not compare tensors with `==` (it is a
+  # Python identity test there); all-nonzero data hit that path.
+  values = np.array([16, -31, -125, -170, 49, 87, 12, 31], np.int32)
+
+  @tff.tensorflow.computation(tff.TensorType(np.int32, [8]))
+  def round_trip(x):
+    return rans.decode_from_bytes(rans.encode_to_bytes(x), 8)
+
+  decoded, ok = round_trip(values)
+  assert ok
+  np.testing.assert_array_equal(decoded, values)

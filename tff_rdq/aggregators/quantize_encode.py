@@ -22,19 +22,31 @@ Side information: the step and seed bytes plus the codec's header bits.
 `tff.learning.algorithms.build_weighted_fed_avg`); `QuantizeEncodeSumFactory`
 the sum (for example inside `tff.aggregators.UnweightedMeanFactory`). Both
 compose with TFF's `clipping_factory` and `zeroing_factory` as inner factories.
-State: `OrderedDict(step_size=float32)`. Besides the common measurements of
-`compressed`, they report `step_size` and `step_size_std` (the clients'
-un-normalized step sizes).
+
+Step size: `step_size=s` quantizes with the fixed step `s` (state
+`OrderedDict(step_size=float32)`); `step_control=` takes a control from
+`tff_rdq.quantizers.step_control` instead: `Fixed`, `Schedule` (a function of
+the round), `Lagrangian` (each client minimizes rate + lambda * distortion
+over a grid of candidate steps), `GlobalVote` (one step per round, re-centred
+on the clients' votes) or `BitBudget` (steered to a mean bits-per-parameter
+target). That module's doc says exactly what each computes; the state is the
+control's.
+
+Besides the common measurements of `compressed`, they report `step_size` and
+`step_size_std` (the clients' un-normalized step sizes), `rate` (each
+client's bits per parameter from its real stream lengths, plus the 32 weight
+bits in the weighted form: its mean equals `bits_per_parameter`), and the
+control's own diagnostics (`objective`, `log_step_vote`, `candidate_rate_k`).
 """
 
 import collections
 
-import numpy as np
 import tensorflow as tf
 
 from tff_rdq import codecs
 from tff_rdq.aggregators import compressed
 from tff_rdq.codecs import bitstream
+from tff_rdq.quantizers import step_control as step_control_lib
 from tff_rdq.quantizers import uniform
 
 _STEP_BYTES = 4
@@ -42,11 +54,7 @@ _SEED_BYTES = 4
 
 
 def _check_step_size(step_size) -> float:
-  if isinstance(step_size, bool) or not isinstance(step_size, (int, float)):
-    raise TypeError(f'step_size must be a positive number, got {step_size!r}.')
-  if not np.isfinite(step_size) or step_size <= 0:
-    raise ValueError(f'step_size must be positive and finite, got {step_size!r}.')
-  return float(step_size)
+  return step_control_lib.check_step_size(step_size)
 
 
 def client_seed(flat_values: list[tf.Tensor]) -> tf.Tensor:
@@ -66,19 +74,38 @@ def _scalar_bytes(value: tf.Tensor) -> tf.Tensor:
 class QuantizeEncodeCompressor:
   """Quantize with a step size, then code the integers (see module doc)."""
 
-  diagnostic_names = ('squared_error', 'step_size')
+  def __init__(self, step_size=None, *, rounding='uniform', normalization='none',
+               codec='elias_gamma', step_control=None, extra_bits=0):
+    """Initializes the compressor.
 
-  def __init__(self, step_size, *, rounding='uniform', normalization='none',
-               codec='elias_gamma'):
-    self.step_size = _check_step_size(step_size)
+    Args:
+      step_size: A fixed step (the same as `step_control=Fixed(step_size)`).
+      rounding: `uniform`, `stochastic` or `dithered`.
+      normalization: `none`, `mean_abs`, `rms` or `max_abs`.
+      codec: A name from `tff_rdq.codecs.CODEC_NAMES` or a codec object.
+      step_control: A control from `tff_rdq.quantizers.step_control`, instead
+        of `step_size`.
+      extra_bits: Bits per client that the transport adds outside the
+        payload, counted in the `rate` diagnostic (32 for the weighted form).
+    """
+    self.step_control = step_control_lib.as_step_control(step_size, step_control)
+    self.step_size = self.step_control.initial_step
     uniform.check_rounding(rounding)
     uniform.check_normalization(normalization)
+    if isinstance(extra_bits, bool) or not isinstance(extra_bits, int) or extra_bits < 0:
+      raise ValueError(f'extra_bits must be an int >= 0, got {extra_bits!r}.')
     self.rounding = rounding
     self.normalization = normalization
     self.codec = codecs.get_codec(codec)
+    self.extra_bits = extra_bits
+    names = ['squared_error', 'step_size', 'rate']
+    if self.step_control.lam is not None:
+      names.append('objective')
+    names.extend(self.step_control.extra_diagnostic_names)
+    self.diagnostic_names = tuple(names)
 
   def __repr__(self):
-    return (f'QuantizeEncodeCompressor(step_size={self.step_size}, rounding='
+    return (f'QuantizeEncodeCompressor(step_control={self.step_control!r}, rounding='
             f'{self.rounding!r}, normalization={self.normalization!r}, '
             f'codec={self.codec.name!r})')
 
@@ -88,16 +115,38 @@ class QuantizeEncodeCompressor:
     return _STEP_BYTES + (_SEED_BYTES if self.rounding == 'dithered' else 0)
 
   def initial_state(self):
-    return collections.OrderedDict(step_size=tf.constant(self.step_size, tf.float32))
+    return self.step_control.initial_state()
 
   def client_params(self, state):
-    return state['step_size']
+    return self.step_control.client_step(state)
 
   def update_state(self, state, diagnostic_means):
-    del diagnostic_means  # A fixed step.
-    return state
+    return self.step_control.update_state(state, diagnostic_means)
+
+  def _stream(self, tensor_step, seed, codec_bytes):
+    parts = [_scalar_bytes(tensor_step)]
+    if self.rounding == 'dithered':
+      parts.append(_scalar_bytes(seed))
+    parts.append(codec_bytes)
+    return bitstream.bytes_to_string(tf.concat(parts, 0))
+
+  def _finish(self, flat_values, streams, squared_error, step, extra):
+    """The diagnostics of the streams sent, `extra` (the control's) appended."""
+    num_parameters = sum(int(v.shape[0]) for v in flat_values)
+    num_bytes = tf.add_n([tf.strings.length(s, unit='BYTE') for s in streams])
+    rate = (tf.cast(8 * tf.cast(num_bytes, tf.int64) + self.extra_bits, tf.float64)
+            / max(num_parameters, 1))
+    diagnostics = collections.OrderedDict(
+        squared_error=squared_error, step_size=tf.cast(step, tf.float64), rate=rate)
+    if self.step_control.lam is not None:
+      diagnostics['objective'] = (
+          rate + self.step_control.lam * squared_error / max(num_parameters, 1))
+    diagnostics.update(extra)
+    return streams, diagnostics
 
   def encode(self, flat_values, step):
+    if len(self.step_control.multipliers) > 1:
+      return self._encode_search(flat_values, step)
     seed = client_seed(flat_values)
     streams, squared_error = [], tf.constant(0.0, tf.float64)
     for i, values in enumerate(flat_values):
@@ -108,13 +157,63 @@ class QuantizeEncodeCompressor:
           integers, tensor_step, self.rounding, tensor_seed)
       squared_error += tf.reduce_sum(
           tf.square(tf.cast(reconstruction - values, tf.float64)))
-      parts = [_scalar_bytes(tensor_step)]
-      if self.rounding == 'dithered':
-        parts.append(_scalar_bytes(seed))
-      parts.append(self.codec.encode_to_bytes(integers))
-      streams.append(bitstream.bytes_to_string(tf.concat(parts, 0)))
-    return streams, collections.OrderedDict(
-        squared_error=squared_error, step_size=tf.cast(step, tf.float64))
+      streams.append(self._stream(
+          tensor_step, seed, self.codec.encode_to_bytes(integers)))
+    return self._finish(flat_values, streams, squared_error, step,
+                        collections.OrderedDict())
+
+  def _encode_search(self, flat_values, step):
+    """Quantizes with every candidate step, lets the control pick one, sends it.
+
+    A static loop over the K candidates (vectorized over elements). Rates come
+    from the Elias-gamma closed form, or from encoding every candidate with
+    any other codec.
+    """
+    control = self.step_control
+    num_candidates = len(control.multipliers)
+    steps = step_control_lib.tf_candidate_steps(step, control.multipliers)
+    closed_form = isinstance(self.codec, codecs.EliasGammaCodec)
+    num_parameters = sum(int(v.shape[0]) for v in flat_values)
+    seed = client_seed(flat_values)
+    bits = tf.zeros([num_candidates], tf.int64)
+    squared_errors = tf.zeros([num_candidates], tf.float64)
+    per_tensor = []
+    for i, values in enumerate(flat_values):
+      tensor_seed = tf.stack([seed, tf.constant(i, tf.int32)])
+      tensor_steps, integers, errors = [], [], []
+      for k in range(num_candidates):
+        tensor_step = uniform.normalized_step(values, steps[k], self.normalization)
+        q = uniform.quantize(values, tensor_step, self.rounding, tensor_seed)
+        reconstruction = uniform.dequantize(q, tensor_step, self.rounding, tensor_seed)
+        errors.append(tf.reduce_sum(tf.square(tf.cast(reconstruction - values, tf.float64))))
+        tensor_steps.append(tensor_step)
+        integers.append(q)
+      integers = tf.stack(integers)
+      if closed_form:
+        codec_bits = step_control_lib.elias_gamma_coded_bits(
+            integers, self.codec.block_size)
+        encoded = None
+      else:
+        encoded = [bitstream.bytes_to_string(self.codec.encode_to_bytes(integers[k]))
+                   for k in range(num_candidates)]
+        codec_bits = 8 * tf.cast(
+            tf.stack([tf.strings.length(e, unit='BYTE') for e in encoded]), tf.int64)
+      bits += codec_bits + 8 * self.header_size
+      squared_errors += tf.stack(errors)
+      per_tensor.append((tf.stack(tensor_steps), integers, encoded))
+    rates = tf.cast(bits + self.extra_bits, tf.float64) / max(num_parameters, 1)
+    mse = squared_errors / max(num_parameters, 1)
+    chosen, extra = control.client_decision(tf.cast(steps, tf.float64), rates, mse)
+    streams = []
+    for tensor_steps, integers, encoded in per_tensor:
+      tensor_step = tf.gather(tensor_steps, chosen)
+      if encoded is None:
+        codec_bytes = self.codec.encode_to_bytes(tf.gather(integers, chosen))
+      else:
+        codec_bytes = bitstream.string_to_bytes(tf.gather(tf.stack(encoded), chosen))
+      streams.append(self._stream(tensor_step, seed, codec_bytes))
+    return self._finish(flat_values, streams, tf.gather(squared_errors, chosen),
+                        tf.gather(steps, chosen), extra)
 
   def decode(self, streams, sizes):
     header = self.header_size
@@ -143,26 +242,31 @@ class QuantizeEncodeCompressor:
 class QuantizeEncodeFactory(compressed.CompressedMeanFactory):
   """Weighted mean of quantized, coded client updates (see module doc)."""
 
-  def __init__(self, step_size: float, *, rounding: str = 'uniform',
-               normalization: str = 'none', codec='elias_gamma'):
+  def __init__(self, step_size: float | None = None, *, rounding: str = 'uniform',
+               normalization: str = 'none', codec='elias_gamma', step_control=None):
     """Initializes the factory.
 
     Args:
       step_size: The quantization step (multiplied by the per-tensor statistic
-        when `normalization` is not `none`).
+        when `normalization` is not `none`), fixed for all rounds.
       rounding: `uniform`, `stochastic` or `dithered`.
       normalization: `none`, `mean_abs`, `rms` or `max_abs`.
       codec: A name from `tff_rdq.codecs.CODEC_NAMES` or a codec object.
+      step_control: Instead of `step_size`, a control from
+        `tff_rdq.quantizers.step_control` (`Fixed`, `Schedule`, `Lagrangian`,
+        `GlobalVote`, `BitBudget`).
     """
     super().__init__(QuantizeEncodeCompressor(
-        step_size, rounding=rounding, normalization=normalization, codec=codec))
+        step_size, rounding=rounding, normalization=normalization, codec=codec,
+        step_control=step_control, extra_bits=compressed._WEIGHT_BITS))  # pylint: disable=protected-access
 
 
 class QuantizeEncodeSumFactory(compressed.CompressedSumFactory):
   """Sum of quantized, coded client updates (see module doc)."""
 
-  def __init__(self, step_size: float, *, rounding: str = 'uniform',
-               normalization: str = 'none', codec='elias_gamma'):
+  def __init__(self, step_size: float | None = None, *, rounding: str = 'uniform',
+               normalization: str = 'none', codec='elias_gamma', step_control=None):
     """Initializes the factory; arguments as for `QuantizeEncodeFactory`."""
     super().__init__(QuantizeEncodeCompressor(
-        step_size, rounding=rounding, normalization=normalization, codec=codec))
+        step_size, rounding=rounding, normalization=normalization, codec=codec,
+        step_control=step_control))

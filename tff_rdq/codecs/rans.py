@@ -179,7 +179,7 @@ def run_frequencies(num_elements, num_nonzero, run_limit) -> tf.Tensor:
   weights = tf.where(
       r < limit, tf.bitwise.right_shift(power * (one - q), _FIXED_BITS), power)
   present = tf.where(
-      r < limit, (nonzero > 0) & ((r == 0) | (nonzero < n)),
+      r < limit, (nonzero > 0) & (tf.equal(r, 0) | (nonzero < n)),
       tf.fill(tf.shape(r), nonzero < n))
   return quantize_frequencies(weights, present)
 
@@ -312,7 +312,7 @@ def _choose_run_limit(n, num_nonzero):
   log_p0 = tf.math.log(tf.clip_by_value(p0, 1e-300, 1.0 - 1e-16))
   limit = tf.round(math.log(RUN_ZERO_PROBABILITY) / log_p0)
   limit = tf.cast(tf.clip_by_value(limit, 1.0, MAX_RUN), tf.int64)
-  return tf.where(num_nonzero == 0, tf.constant(MAX_RUN, tf.int64), limit)
+  return tf.where(tf.equal(num_nonzero, 0), tf.constant(MAX_RUN, tf.int64), limit)
 
 
 def _value_symbols(nonzero: tf.Tensor):

@@ -1,0 +1,570 @@
+"""Step-size control for quantize-encode: fixed, scheduled, rate-distortion.
+
+A *step control* decides the quantization step `Δ` that each client uses in
+a round (`tff_rdq.aggregators.quantize_encode`, argument `step_control=`).
+`Δ` is the un-normalized step: with `normalization` other than `none` every
+tensor is quantized with `Δ` times its statistic (`tff_rdq.quantizers.uniform`).
+Whatever `Δ` a client uses, each tensor's effective float32 step travels in
+its payload (counted as side information) and the server dequantizes every
+client with its own steps.
+
+Notation, for one client with `n` parameters in one round:
+
+  R(Δ)  the rate, bits per parameter: `(8 * total payload bytes of all
+        tensors + extra_bits) / n`, where the payload is exactly what the
+        client sends (step/seed headers and the codec's bytes) and
+        `extra_bits` is what the transport adds per client outside the
+        payload (32 for the weight in `QuantizeEncodeFactory`; 0 in the sum
+        form). Its mean over decoded clients is the process's
+        `bits_per_parameter` measurement.
+  D(Δ)  the distortion: mean over the `n` parameters of the squared error
+        between the update and the server's reconstruction (the process's
+        `distortion` measurement is its mean over clients).
+  λ     the Lagrange multiplier, in bits per parameter per unit of D; for
+        updates with entries of size `σ` and high-rate quantization the
+        minimizer of `R + λ·D` is near `Δ = sqrt(6 / (λ ln 2))`, independent
+        of `σ` (`λ = 1e5` gives `Δ ≈ 0.0093`).
+
+Candidate grid (the modes that search): with `K = num_candidates` (odd) and
+centre `c` (the float32 step broadcast this round), candidate `k = 0..K-1` is
+`Δ_k = float32(c * spread ** (k - (K - 1) / 2))`: a geometric grid whose
+middle candidate is `c` itself and neighbours differ by the factor `spread`
+(`candidate_steps` computes the same float32 values in numpy). For each
+candidate the client really quantizes its whole update and takes `R(Δ_k)`
+from the codec: the Elias-gamma codec's byte count in closed form (equal to
+`len(encode_to_bytes(...))`, see `elias_gamma_coded_bits`), any other codec
+by encoding every candidate. The search is a static Python loop over the
+`K` candidates, vectorized over elements, in core TensorFlow ops only.
+
+Modes (the round counter `t` starts at 0 for the first round):
+
+`Fixed(step)`: `Δ = step` every round. `QuantizeEncodeFactory(step_size=s)`
+  is `Fixed(s)`. State `OrderedDict(step_size)`.
+
+`Schedule(initial, kind, ...)`: `Δ_t` a function of `t` (float64, then
+  float32), then `max(Δ_t, minimum)`:
+    'exponential' (`decay`):           `Δ_t = initial * decay ** t`
+    'step' (`decay`, `every`):         `Δ_t = initial * decay ** floor(t / every)`
+    'linear' (`final`, `rounds`):      `Δ_t = initial + (final - initial) * min(t, rounds) / rounds`
+  State `OrderedDict(step_size=Δ_t, round=t)`.
+
+`Lagrangian(lam, centre, num_candidates=7, spread=sqrt(2), recentre=True)`:
+  every client quantizes with its own `Δ = argmin_k R(Δ_k) + lam·D(Δ_k)`
+  (ties: the smallest `k`). With `recentre`, the next round's centre is the
+  geometric mean of the clients' chosen steps (`exp` of the mean
+  `log_step_vote`), so the grid follows the data; otherwise it stays at
+  `centre`. State `OrderedDict(step_size=centre, round)`.
+
+`GlobalVote(lam, initial, num_candidates=5, spread=2, smoothing=0)`: all
+  clients quantize with the broadcast centre `c_t` (one `Δ` for the round);
+  each also votes for its best candidate `argmin_k R(Δ_k) + lam·D(Δ_k)` by
+  reporting `log_step_vote = ln Δ_best`. The server re-centres on the
+  vote-weighted (one vote per decoded client) geometric mean:
+  `ln c_{t+1} = (1 - smoothing) * mean(log_step_vote) + smoothing * ln c_t`.
+  Each round the centre moves at most `spread ** ((K - 1) / 2)`, but since it
+  is re-centred every round it can reach any step. State
+  `OrderedDict(step_size=c_t, round)`.
+
+`BitBudget(target_bits, initial, num_candidates=5, spread=2, payback_rounds=2)`:
+  all clients quantize with the broadcast `c_t`, and each reports its real
+  rate at every candidate (`candidate_rate_k`). The server keeps the
+  cumulative excess `debt_t = sum over rounds s <= t of (mean R_s - target)`
+  (`mean R_s` = that round's `bits_per_parameter`, so the run's mean rate is
+  `target + debt / rounds`), asks for `r* = clip(target - debt_t /
+  payback_rounds, target / 4, 4 * target)` next round, and sets `c_{t+1}` to
+  the step at which the round's mean candidate-rate curve (made
+  non-increasing in `Δ`) reaches `r*`, by linear interpolation in `ln Δ`
+  between candidates. Outside the grid it extrapolates with the slope of the
+  outermost pair of candidates, moving at most `spread ** ((K - 1) / 2)`
+  beyond the outermost candidate; when `r*` is below the whole curve and the
+  curve is flat at its coarse end (every value already quantizes to zero), it
+  takes the smallest candidate on that floor instead. State
+  `OrderedDict(step_size=c_t, round, rate_debt)`.
+
+In every search mode, a round in which no client was decoded leaves the step
+unchanged, and the centre is clamped to `[1e-30, 1e30]` (a target below the
+smallest achievable rate drives it to the upper bound).
+
+Diagnostics added to the common measurements of `compressed` (each reported
+as its mean over decoded clients and `<name>_std`): `step_size` (the `Δ` each
+client used), `rate` (`R` at that `Δ`, from the real stream lengths) in every
+mode; `objective` (`R + lam·D` at the `Δ` used) in `Lagrangian` and
+`GlobalVote`, where the other modes report `R` (`rate`) and `D`
+(`distortion`); `log_step_vote` in `Lagrangian` and `GlobalVote`;
+`candidate_rate_0 .. candidate_rate_{K-1}` in `BitBudget`.
+
+Bad settings raise `ValueError` (or `TypeError` for a wrong type) naming the
+argument.
+"""
+
+import collections
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from tff_rdq.codecs import bitstream
+
+SCHEDULE_KINDS = ('exponential', 'linear', 'step')
+MIN_STEP = 1e-30
+MAX_STEP = 1e30
+_INT32_MAX = 2**31 - 1
+
+
+# ----------------------------------------------------------------- validation
+
+def _number(name, value) -> float:
+  if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+    raise TypeError(f'{name} must be a number, got {value!r}.')
+  value = float(value)
+  if not math.isfinite(value):
+    raise ValueError(f'{name} must be finite, got {value!r}.')
+  return value
+
+
+def _positive(name, value) -> float:
+  value = _number(name, value)
+  if value <= 0:
+    raise ValueError(f'{name} must be positive and finite, got {value!r}.')
+  return value
+
+
+def _int_at_least(name, value, low) -> int:
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    raise TypeError(f'{name} must be an int, got {value!r}.')
+  if value < low:
+    raise ValueError(f'{name} must be an int >= {low}, got {value!r}.')
+  return int(value)
+
+
+def _num_candidates(value) -> int:
+  value = _int_at_least('num_candidates', value, 3)
+  if value % 2 == 0:
+    raise ValueError(
+        f'num_candidates must be odd (the centre is the middle candidate), got {value}.')
+  return value
+
+
+def _spread(value) -> float:
+  value = _positive('spread', value)
+  if value <= 1.0:
+    raise ValueError(f'spread must be > 1 (the ratio of neighbouring candidates), got {value!r}.')
+  return value
+
+
+def check_step_size(step_size) -> float:
+  """A positive finite Python float, or a TypeError/ValueError naming `step_size`."""
+  if isinstance(step_size, bool) or not isinstance(step_size, (int, float, np.floating, np.integer)):
+    raise TypeError(f'step_size must be a positive number, got {step_size!r}.')
+  if not np.isfinite(step_size) or step_size <= 0:
+    raise ValueError(f'step_size must be positive and finite, got {step_size!r}.')
+  return float(step_size)
+
+
+# ------------------------------------------------------------ candidate grid
+
+def candidate_multipliers(num_candidates: int, spread: float) -> tuple[float, ...]:
+  """`spread ** (k - (K - 1) / 2)` for `k = 0..K-1`, Python floats (the middle is 1.0)."""
+  half = (num_candidates - 1) // 2
+  return tuple(float(spread) ** (k - half) for k in range(num_candidates))
+
+
+def candidate_steps(centre, num_candidates: int, spread: float) -> np.ndarray:
+  """The float32 candidate steps around `centre`, bit-identical to the clients' ones."""
+  multipliers = np.array(candidate_multipliers(num_candidates, spread), np.float64)
+  return (np.float64(np.float32(centre)) * multipliers).astype(np.float32)
+
+
+def tf_candidate_steps(centre: tf.Tensor, multipliers) -> tf.Tensor:
+  """The float32 `[K]` candidate steps around the float32 scalar `centre`."""
+  centre = tf.cast(tf.cast(centre, tf.float32), tf.float64)
+  return tf.cast(centre * tf.constant(multipliers, tf.float64), tf.float32)
+
+
+# --------------------------------------------------- closed-form coded length
+
+def elias_gamma_coded_bits(integers: tf.Tensor, block_size: int) -> tf.Tensor:
+  """Bits of `elias_gamma.encode_to_bytes(row, block_size)` for each row.
+
+  Closed form, without writing any bits: per block, the sum over nonzero
+  values of `(2 * bitlen(run) - 1) + 1 + (2 * bitlen(|v|) - 1)`, plus
+  `2 * bitlen(r + 1) - 1` for a trailing run of `r > 0` zeros, rounded up to
+  whole bytes; plus the format's header, `1 + ceil(m * w / 8)` bytes with `m`
+  blocks and `w` the bit length of the largest block byte count.
+
+  Args:
+    integers: An `int32` tensor `[K, n]` with a static `n`: K vectors to size.
+    block_size: The codec's block size (Python int).
+
+  Returns:
+    An `int64` `[K]` tensor: 8 times the byte length of each row's encoding.
+  """
+  integers = tf.convert_to_tensor(integers)
+  n = int(integers.shape[1])
+  num_rows = tf.shape(integers, out_type=tf.int64)[0]
+  if n == 0:
+    return tf.fill([num_rows], tf.constant(8, tf.int64))
+  num_blocks = -(-n // block_size)
+  integers = tf.maximum(integers, -_INT32_MAX)
+  index = tf.where(tf.not_equal(integers, 0))  # [N, 2], row-major order
+  magnitude = tf.abs(tf.cast(tf.gather_nd(integers, index), tf.int64))
+  row, col = index[:, 0], index[:, 1]
+  block_of = col // block_size
+  pos = col - block_of * block_size
+  segment = row * num_blocks + block_of  # non-decreasing
+  first = tf.not_equal(segment, tf.concat([[-1], segment[:-1]], 0))
+  run = tf.where(first, pos + 1, pos - tf.concat([[-1], pos[:-1]], 0))
+  codeword = 2 * bitstream.bit_length(run) + 2 * bitstream.bit_length(magnitude) - 1
+  num_segments = num_rows * num_blocks
+  # One zero entry in the last segment makes the outputs exactly num_segments.
+  ids = tf.concat([segment, tf.reshape(num_segments - 1, [1])], 0)
+  nonzero_bits = tf.math.segment_sum(tf.concat([codeword, [0]], 0), ids)
+  last_plus_one = tf.math.segment_max(tf.concat([pos + 1, [0]], 0), ids)
+  block_len = np.minimum(block_size, n - np.arange(num_blocks) * block_size)
+  trailing = tf.tile(tf.constant(block_len, tf.int64), [num_rows]) - last_plus_one
+  trail_bits = tf.where(
+      trailing > 0, 2 * bitstream.bit_length(trailing + 1) - 1, tf.zeros_like(trailing))
+  block_bytes = tf.reshape((nonzero_bits + trail_bits + 7) // 8, [-1, num_blocks])
+  width = bitstream.bit_length(tf.reduce_max(block_bytes, axis=1))
+  total_bytes = 1 + (num_blocks * width + 7) // 8 + tf.reduce_sum(block_bytes, axis=1)
+  return 8 * total_bytes
+
+
+# ------------------------------------------------------------------ controls
+
+def _has_clients(diagnostic_means) -> tf.Tensor:
+  # Every decoded client has a positive rate (its payload has a header).
+  return diagnostic_means['rate'] > 0
+
+
+def _clamped_step(log_step: tf.Tensor) -> tf.Tensor:
+  log_step = tf.clip_by_value(log_step, math.log(MIN_STEP), math.log(MAX_STEP))
+  return tf.cast(tf.exp(log_step), tf.float32)
+
+
+class StepControl:
+  """Base of the step controls (module doc). Subclasses set the attributes.
+
+  Attributes:
+    multipliers: the candidate multipliers (a single 1.0 for no search).
+    lam: the Lagrange multiplier, or None where none applies.
+    extra_diagnostic_names: diagnostics that `client_decision` adds.
+    initial_step: the step (or centre) of the first round, a Python float.
+  """
+
+  multipliers: tuple[float, ...] = (1.0,)
+  lam = None
+  extra_diagnostic_names: tuple[str, ...] = ()
+  initial_step: float
+
+  def initial_state(self):
+    raise NotImplementedError
+
+  def client_step(self, state):
+    """The float32 step broadcast to clients (the centre of a search)."""
+    return state['step_size']
+
+  def client_decision(self, steps, rates, mse):
+    """`(index of the candidate to use, OrderedDict of extra diagnostics)`.
+
+    Args:
+      steps: float64 `[K]`, the candidate steps.
+      rates: float64 `[K]`, R at each candidate.
+      mse: float64 `[K]`, D at each candidate.
+    """
+    del steps, rates, mse
+    return tf.constant(0, tf.int32), collections.OrderedDict()
+
+  def update_state(self, state, diagnostic_means):
+    raise NotImplementedError
+
+  @property
+  def centre_index(self) -> int:
+    return (len(self.multipliers) - 1) // 2
+
+
+class Fixed(StepControl):
+  """`Δ = step` every round."""
+
+  def __init__(self, step):
+    self.step = _positive('step', step)
+    self.initial_step = self.step
+
+  def __repr__(self):
+    return f'Fixed({self.step!r})'
+
+  def initial_state(self):
+    return collections.OrderedDict(step_size=tf.constant(self.step, tf.float32))
+
+  def update_state(self, state, diagnostic_means):
+    del diagnostic_means
+    return state
+
+
+class Schedule(StepControl):
+  """`Δ_t` as a function of the round `t` (module doc for the formulas)."""
+
+  def __init__(self, initial, kind='exponential', *, decay=None, every=None,
+               final=None, rounds=None, minimum=0.0):
+    """Initializes the schedule.
+
+    Args:
+      initial: `Δ_0 > 0`.
+      kind: 'exponential', 'linear' or 'step'.
+      decay: factor per round ('exponential') or per `every` rounds ('step'),
+        > 0 (< 1 decays, > 1 grows).
+      every: rounds per decay step ('step'), an int >= 1.
+      final: the step reached at round `rounds` and kept after ('linear'), > 0.
+      rounds: length of the linear ramp ('linear'), an int >= 1.
+      minimum: a floor for `Δ_t`, >= 0.
+    """
+    self.initial = _positive('initial', initial)
+    if kind not in SCHEDULE_KINDS:
+      raise ValueError(f'kind must be one of {SCHEDULE_KINDS}, got {kind!r}.')
+    self.kind = kind
+    used = {'exponential': ('decay',), 'step': ('decay', 'every'),
+            'linear': ('final', 'rounds')}[kind]
+    given = dict(decay=decay, every=every, final=final, rounds=rounds)
+    for name, value in given.items():
+      if name in used and value is None:
+        raise ValueError(f'{name} is required for kind={kind!r}.')
+      if name not in used and value is not None:
+        raise ValueError(f'{name} does not apply to kind={kind!r} (it uses {used}).')
+    self.decay = _positive('decay', decay) if decay is not None else None
+    self.every = _int_at_least('every', every, 1) if every is not None else None
+    self.final = _positive('final', final) if final is not None else None
+    self.rounds = _int_at_least('rounds', rounds, 1) if rounds is not None else None
+    self.minimum = _number('minimum', minimum)
+    if self.minimum < 0:
+      raise ValueError(f'minimum must be >= 0, got {minimum!r}.')
+    self.initial_step = self.initial
+
+  def __repr__(self):
+    args = ', '.join(f'{k}={getattr(self, k)!r}' for k in
+                     ('decay', 'every', 'final', 'rounds') if getattr(self, k) is not None)
+    return (f'Schedule({self.initial!r}, kind={self.kind!r}, {args}, '
+            f'minimum={self.minimum!r})')
+
+  def step_at(self, t):
+    """`Δ_t` in numpy float32 (the reference for the TF computation)."""
+    t = np.float64(t)
+    if self.kind == 'exponential':
+      step = self.initial * np.power(self.decay, t)
+    elif self.kind == 'step':
+      step = self.initial * np.power(self.decay, np.floor(t / self.every))
+    else:
+      step = self.initial + (self.final - self.initial) * min(t, self.rounds) / self.rounds
+    return np.float32(max(step, self.minimum))
+
+  def _tf_step(self, round_num):
+    t = tf.cast(round_num, tf.float64)
+    initial = tf.constant(self.initial, tf.float64)
+    if self.kind == 'exponential':
+      step = initial * tf.pow(tf.constant(self.decay, tf.float64), t)
+    elif self.kind == 'step':
+      step = initial * tf.pow(tf.constant(self.decay, tf.float64), tf.floor(t / self.every))
+    else:
+      step = initial + (self.final - self.initial) * tf.minimum(t, self.rounds) / self.rounds
+    return tf.cast(tf.maximum(step, self.minimum), tf.float32)
+
+  def initial_state(self):
+    round_num = tf.constant(0, tf.int64)
+    return collections.OrderedDict(step_size=self._tf_step(round_num), round=round_num)
+
+  def update_state(self, state, diagnostic_means):
+    del diagnostic_means
+    round_num = state['round'] + 1
+    return collections.OrderedDict(step_size=self._tf_step(round_num), round=round_num)
+
+
+class _GridControl(StepControl):
+  """Common part of the modes that evaluate a grid of candidates."""
+
+  def _init_grid(self, initial_name, initial, num_candidates, spread):
+    self.initial_step = _positive(initial_name, initial)
+    if not MIN_STEP <= self.initial_step <= MAX_STEP:
+      raise ValueError(f'{initial_name} must be in [{MIN_STEP}, {MAX_STEP}], got {initial!r}.')
+    self.num_candidates = _num_candidates(num_candidates)
+    self.spread = _spread(spread)
+    self.multipliers = candidate_multipliers(self.num_candidates, self.spread)
+
+  def candidate_steps(self, centre) -> np.ndarray:
+    """The float32 candidates around `centre`, as the clients compute them."""
+    return candidate_steps(centre, self.num_candidates, self.spread)
+
+  def _base_state(self):
+    return collections.OrderedDict(
+        step_size=tf.constant(self.initial_step, tf.float32),
+        round=tf.constant(0, tf.int64))
+
+  def _best(self, rates, mse):
+    return tf.argmin(rates + self.lam * mse, output_type=tf.int32)
+
+
+class Lagrangian(_GridControl):
+  """Each client uses its own `argmin_k R(Δ_k) + lam·D(Δ_k)` (module doc)."""
+
+  extra_diagnostic_names = ('log_step_vote',)
+
+  def __init__(self, lam, centre, num_candidates=7, spread=2**0.5, recentre=True):
+    lam = _number('lam', lam)
+    if lam < 0:
+      raise ValueError(f'lam must be >= 0, got {lam!r}.')
+    self.lam = lam
+    self._init_grid('centre', centre, num_candidates, spread)
+    if not isinstance(recentre, bool):
+      raise TypeError(f'recentre must be a bool, got {recentre!r}.')
+    self.recentre = recentre
+
+  def __repr__(self):
+    return (f'Lagrangian(lam={self.lam!r}, centre={self.initial_step!r}, num_candidates='
+            f'{self.num_candidates}, spread={self.spread!r}, recentre={self.recentre})')
+
+  def initial_state(self):
+    return self._base_state()
+
+  def client_decision(self, steps, rates, mse):
+    best = self._best(rates, mse)
+    return best, collections.OrderedDict(log_step_vote=tf.math.log(tf.gather(steps, best)))
+
+  def update_state(self, state, diagnostic_means):
+    step = state['step_size']
+    if self.recentre:
+      step = tf.where(_has_clients(diagnostic_means),
+                      _clamped_step(diagnostic_means['log_step_vote']), step)
+    return collections.OrderedDict(step_size=step, round=state['round'] + 1)
+
+
+class GlobalVote(_GridControl):
+  """One step per round, re-centred on the clients' votes (module doc)."""
+
+  extra_diagnostic_names = ('log_step_vote',)
+
+  def __init__(self, lam, initial, num_candidates=5, spread=2.0, smoothing=0.0):
+    lam = _number('lam', lam)
+    if lam < 0:
+      raise ValueError(f'lam must be >= 0, got {lam!r}.')
+    self.lam = lam
+    self._init_grid('initial', initial, num_candidates, spread)
+    self.smoothing = _number('smoothing', smoothing)
+    if not 0.0 <= self.smoothing < 1.0:
+      raise ValueError(f'smoothing must be in [0, 1), got {smoothing!r}.')
+
+  def __repr__(self):
+    return (f'GlobalVote(lam={self.lam!r}, initial={self.initial_step!r}, num_candidates='
+            f'{self.num_candidates}, spread={self.spread!r}, smoothing={self.smoothing!r})')
+
+  def initial_state(self):
+    return self._base_state()
+
+  def client_decision(self, steps, rates, mse):
+    best = self._best(rates, mse)
+    return (tf.constant(self.centre_index, tf.int32),
+            collections.OrderedDict(log_step_vote=tf.math.log(tf.gather(steps, best))))
+
+  def update_state(self, state, diagnostic_means):
+    step = state['step_size']
+    log_step = ((1.0 - self.smoothing) * diagnostic_means['log_step_vote']
+                + self.smoothing * tf.math.log(tf.cast(step, tf.float64)))
+    step = tf.where(_has_clients(diagnostic_means), _clamped_step(log_step), step)
+    return collections.OrderedDict(step_size=step, round=state['round'] + 1)
+
+
+def rate_curve_step(log_steps, rates, desired, log_spread):
+  """`ln Δ` where the rate curve reaches `desired` (BitBudget; module doc).
+
+  Args:
+    log_steps: float64 `[K]`, increasing, spaced by `log_spread`.
+    rates: list of K float64 scalars, the mean rate at each candidate.
+    desired: float64 scalar, the rate asked for.
+    log_spread: Python float, `ln spread`.
+
+  Returns:
+    A float64 scalar.
+  """
+  k_max = len(rates) - 1
+  envelope = [rates[0]]
+  for r in rates[1:]:
+    envelope.append(tf.minimum(envelope[-1], r))
+  span = k_max / 2 * log_spread
+  min_slope = tf.constant(1e-3, tf.float64)  # bits per parameter per nat
+
+  def edge_slope(a, b):
+    return tf.maximum((a - b) / log_spread, min_slope)
+
+  below = log_steps[0] - tf.minimum(
+      (desired - envelope[0]) / edge_slope(envelope[0], envelope[1]), span)
+  above = log_steps[k_max] + tf.minimum(
+      (envelope[k_max] - desired) / edge_slope(envelope[k_max - 1], envelope[k_max]), span)
+  # Where the curve is already flat at its floor (every value quantizes to
+  # zero), a coarser step saves nothing: stay at the smallest step on the floor.
+  knee = log_steps[k_max]
+  for k in reversed(range(k_max)):
+    knee = tf.where(envelope[k] <= envelope[k_max], log_steps[k], knee)
+  above = tf.where(knee < log_steps[k_max], knee, above)
+  result = above
+  for k in reversed(range(k_max)):
+    high, low = envelope[k], envelope[k + 1]
+    inside = (high >= desired) & (desired >= low)
+    t = tf.where(high > low, (high - desired) / tf.maximum(high - low, 1e-300),
+                 tf.zeros_like(desired))
+    result = tf.where(inside, log_steps[k] + t * log_spread, result)
+  return tf.where(desired > envelope[0], below, result)
+
+
+class BitBudget(_GridControl):
+  """Steers the round's step to a mean rate of `target_bits` (module doc)."""
+
+  def __init__(self, target_bits, initial, num_candidates=5, spread=2.0, payback_rounds=2.0):
+    self.target_bits = _positive('target_bits', target_bits)
+    self._init_grid('initial', initial, num_candidates, spread)
+    self.payback_rounds = _number('payback_rounds', payback_rounds)
+    if self.payback_rounds < 1:
+      raise ValueError(f'payback_rounds must be >= 1, got {payback_rounds!r}.')
+    self.extra_diagnostic_names = tuple(
+        f'candidate_rate_{k}' for k in range(self.num_candidates))
+
+  def __repr__(self):
+    return (f'BitBudget(target_bits={self.target_bits!r}, initial={self.initial_step!r}, '
+            f'num_candidates={self.num_candidates}, spread={self.spread!r}, '
+            f'payback_rounds={self.payback_rounds!r})')
+
+  def initial_state(self):
+    state = self._base_state()
+    state['rate_debt'] = tf.constant(0.0, tf.float64)
+    return state
+
+  def client_decision(self, steps, rates, mse):
+    del steps, mse
+    return (tf.constant(self.centre_index, tf.int32), collections.OrderedDict(
+        (name, rates[k]) for k, name in enumerate(self.extra_diagnostic_names)))
+
+  def update_state(self, state, diagnostic_means):
+    target = self.target_bits
+    has_clients = _has_clients(diagnostic_means)
+    excess = diagnostic_means['rate'] - target
+    debt = state['rate_debt'] + tf.where(has_clients, excess, tf.zeros_like(excess))
+    desired = tf.clip_by_value(target - debt / self.payback_rounds, target / 4, 4 * target)
+    log_centre = tf.math.log(tf.cast(state['step_size'], tf.float64))
+    log_spread = math.log(self.spread)
+    log_steps = log_centre + log_spread * tf.constant(
+        [k - self.centre_index for k in range(self.num_candidates)], tf.float64)
+    rates = [diagnostic_means[name] for name in self.extra_diagnostic_names]
+    log_step = rate_curve_step(log_steps, rates, desired, log_spread)
+    step = tf.where(has_clients, _clamped_step(log_step), state['step_size'])
+    return collections.OrderedDict(step_size=step, round=state['round'] + 1, rate_debt=debt)
+
+
+def as_step_control(step_size=None, step_control=None) -> StepControl:
+  """The control for `QuantizeEncodeFactory`'s `step_size` / `step_control`."""
+  if step_control is None:
+    if step_size is None:
+      raise ValueError('Pass step_size (a fixed step) or step_control.')
+    return Fixed(check_step_size(step_size))
+  if step_size is not None:
+    raise ValueError('Pass either step_size or step_control, not both.')
+  if not isinstance(step_control, StepControl):
+    raise TypeError(
+        'step_control must be Fixed, Schedule, Lagrangian, GlobalVote or BitBudget from'
+        f' tff_rdq.quantizers.step_control, got {step_control!r}.')
+  return step_control
