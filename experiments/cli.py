@@ -4,6 +4,11 @@
   tff-rdq compare CONFIG [--set section.key=value ...] [--no-progress]
   tff-rdq methods
   tff-rdq prepare-data [--cache-dir DIR]
+  tff-rdq worker --port P
+
+`tff-rdq worker` serves one TFF worker (TFF's C++ `worker_binary`) on port P
+of this machine until Ctrl-C or SIGTERM; `run --workers` splits each round's
+clients across such workers.
 
 Errors the user can fix (config, data, run directory) print one line and exit
 with status 2. Every TFF worker the command started is stopped before it
@@ -36,17 +41,27 @@ def _parser() -> argparse.ArgumentParser:
   commands.add_parser('methods', help='list the aggregation methods')
   prepare = commands.add_parser('prepare-data', help='build the local corpus')
   prepare.add_argument('--cache-dir', default='data/stackoverflow_local')
+  worker = commands.add_parser('worker', help='serve a TFF worker for `run --workers`')
+  worker.add_argument('--port', type=int, required=True, help='TCP port to serve on')
   return parser
 
 
 def main(argv=None) -> int:
   args = _parser().parse_args(argv)
+  from tff_rdq import runtime  # pylint: disable=g-import-not-at-top
+  if args.command == 'worker':
+    # Before the imports below: a worker needs no TensorFlow in this process.
+    try:
+      return runtime.serve_worker(args.port)
+    except (ValueError, runtime.WorkerError) as e:
+      print(f'tff-rdq: error: {e}', file=sys.stderr)
+      return 2
   # Imported here so that `--help` and argument errors are instant.
   from experiments import config as config_lib  # pylint: disable=g-import-not-at-top
   from experiments import stackoverflow  # pylint: disable=g-import-not-at-top
   from tff_rdq import data as data_lib  # pylint: disable=g-import-not-at-top
   user_errors = (config_lib.ConfigError, stackoverflow.ExperimentError,
-                 data_lib.CorpusNotFoundError, data_lib.CorpusFormatError)
+                 data_lib.CorpusNotFoundError, data_lib.CorpusFormatError, runtime.WorkerError)
   try:
     if args.command == 'prepare-data':
       path = data_lib.prepare_local_corpus(args.cache_dir)

@@ -41,6 +41,7 @@ import tqdm
 from experiments import config as config_lib
 from experiments import methods
 from experiments import plots
+from experiments import updates
 from tff_rdq import data as data_lib
 from tff_rdq.data import spam_assassin
 from tff_rdq import runtime
@@ -308,6 +309,13 @@ def _train(config, process, state, manager, log, start_round, client_ids, train,
   for round_num in range(start_round + 1, training.rounds + 1):
     sampled = sample_clients(client_ids, training.clients_per_round, training.seed, round_num)
     datasets = [train_preprocess(train.create_tf_dataset_for_client(c)) for c in sampled]
+    aggregator = config.aggregator
+    if round_num in aggregator.save_updates_rounds and aggregator.save_updates_clients > 0:
+      count = aggregator.save_updates_clients
+      updates.save_round(
+          config.run_dir, round_num, build_keras_model(config.model, vocab),
+          [np.asarray(w) for w in process.get_model_weights(state).trainable],
+          sampled[:count], datasets[:count], training.client_learning_rate)
     start = time.perf_counter()
     output = process.next(state, datasets)
     seconds = time.perf_counter() - start

@@ -154,3 +154,31 @@ def test_missing_data_and_config_are_one_line_errors(tmp_path, capsys):
   assert 'stackoverflow.sqlite' in capsys.readouterr().err
   assert cli.main(['run', str(tmp_path / 'absent.toml')]) == 2
   assert 'does not exist' in capsys.readouterr().err
+
+
+def test_saved_update_matches_tff_client_update(corpus, tmp_path):
+  """The eagerly recomputed client update equals the one TFF's FedAvg applied."""
+  from experiments import updates
+  from tff_rdq import data as data_lib
+  config = _config_with(corpus, tmp_path, 'upd', rounds=1)
+  config.training.server_learning_rate = 1.0
+  config.aggregator.method = 'mean'
+  train, _ = stackoverflow.load_data(config.data)
+  vocab = stackoverflow.load_vocab(config.data, train)
+  preprocess = data_lib.make_preprocess_fn(
+      vocab, batch_size=config.data.batch_size, sequence_length=config.data.sequence_length,
+      max_elements=config.data.max_elements_per_client, seed=0)
+  dataset = preprocess(train.create_tf_dataset_for_client(sorted(train.client_ids)[0]))
+  process = stackoverflow.build_process(config, vocab, dataset.element_spec)
+  state = process.initialize()
+  start = [np.asarray(w) for w in process.get_model_weights(state).trainable]
+  after = process.next(state, [dataset]).state
+  applied = [np.asarray(w) - s for w, s in zip(process.get_model_weights(after).trainable, start)]
+  # One client, mean aggregation, server SGD at learning rate 1: the global
+  # model moves by exactly that client's update.
+  update, examples = updates.client_update(
+      stackoverflow.build_keras_model(config.model, vocab), start, dataset,
+      config.training.client_learning_rate)
+  assert examples > 0
+  for ours, tffs in zip(update, applied):
+    np.testing.assert_allclose(ours, tffs, rtol=1e-4, atol=1e-6)

@@ -172,7 +172,8 @@ class QuantizeEncodeCompressor:
     control = self.step_control
     num_candidates = len(control.multipliers)
     steps = step_control_lib.tf_candidate_steps(step, control.multipliers)
-    closed_form = isinstance(self.codec, codecs.EliasGammaCodec)
+    # Exactly the built-in codec (a subclass might change the format).
+    closed_form = type(self.codec) is codecs.EliasGammaCodec  # pylint: disable=unidiomatic-typecheck
     num_parameters = sum(int(v.shape[0]) for v in flat_values)
     seed = client_seed(flat_values)
     bits = tf.zeros([num_candidates], tf.int64)
@@ -258,7 +259,8 @@ class QuantizeEncodeFactory(compressed.CompressedMeanFactory):
     """
     super().__init__(QuantizeEncodeCompressor(
         step_size, rounding=rounding, normalization=normalization, codec=codec,
-        step_control=step_control, extra_bits=compressed._WEIGHT_BITS))  # pylint: disable=protected-access
+        step_control=step_control,
+        extra_bits=compressed._WEIGHT_BITS))  # pylint: disable=protected-access
 
 
 class QuantizeEncodeSumFactory(compressed.CompressedSumFactory):

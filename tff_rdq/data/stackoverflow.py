@@ -277,7 +277,10 @@ def make_preprocess_fn(
     return tff_preprocess_fn
 
   def preprocess_fn(dataset: tf.data.Dataset) -> tf.data.Dataset:
-    return tff_preprocess_fn(dataset.shuffle(shuffle_buffer_size, seed=seed))
+    # One fixed order for every iteration: the worker and eager Python then see
+    # the same batches.
+    return tff_preprocess_fn(dataset.shuffle(
+        shuffle_buffer_size, seed=seed, reshuffle_each_iteration=False))
 
   return preprocess_fn
 

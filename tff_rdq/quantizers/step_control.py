@@ -23,7 +23,8 @@ Notation, for one client with `n` parameters in one round:
   λ     the Lagrange multiplier, in bits per parameter per unit of D; for
         updates with entries of size `σ` and high-rate quantization the
         minimizer of `R + λ·D` is near `Δ = sqrt(6 / (λ ln 2))`, independent
-        of `σ` (`λ = 1e5` gives `Δ ≈ 0.0093`).
+        of `σ` (`λ = 1e5` gives `Δ ≈ 0.0093`; with Elias-gamma's real lengths
+        the chosen step is a little larger, about 0.011).
 
 Candidate grid (the modes that search): with `K = num_candidates` (odd) and
 centre `c` (the float32 step broadcast this round), candidate `k = 0..K-1` is
@@ -45,7 +46,8 @@ Modes (the round counter `t` starts at 0 for the first round):
   float32), then `max(Δ_t, minimum)`:
     'exponential' (`decay`):           `Δ_t = initial * decay ** t`
     'step' (`decay`, `every`):         `Δ_t = initial * decay ** floor(t / every)`
-    'linear' (`final`, `rounds`):      `Δ_t = initial + (final - initial) * min(t, rounds) / rounds`
+    'linear' (`final`, `rounds`):
+                         `Δ_t = initial + (final - initial) * min(t, rounds) / rounds`
   State `OrderedDict(step_size=Δ_t, round=t)`.
 
 `Lagrangian(lam, centre, num_candidates=7, spread=sqrt(2), recentre=True)`:
@@ -81,9 +83,12 @@ Modes (the round counter `t` starts at 0 for the first round):
   takes the smallest candidate on that floor instead. State
   `OrderedDict(step_size=c_t, round, rate_debt)`.
 
+  The first round runs at `initial` and its excess counts in the debt: an
+  `initial` far off costs several rounds of repayment (at most
+  `0.75 * target` per round when the first round overshoots).
+
 In every search mode, a round in which no client was decoded leaves the step
-unchanged, and the centre is clamped to `[1e-30, 1e30]` (a target below the
-smallest achievable rate drives it to the upper bound).
+unchanged, and the centre is clamped to `[1e-30, 1e30]`.
 
 Diagnostics added to the common measurements of `compressed` (each reported
 as its mean over decoded clients and `<name>_std`): `step_size` (the `Δ` each
@@ -154,7 +159,8 @@ def _spread(value) -> float:
 
 def check_step_size(step_size) -> float:
   """A positive finite Python float, or a TypeError/ValueError naming `step_size`."""
-  if isinstance(step_size, bool) or not isinstance(step_size, (int, float, np.floating, np.integer)):
+  if isinstance(step_size, bool) or not isinstance(
+      step_size, (int, float, np.floating, np.integer)):
     raise TypeError(f'step_size must be a positive number, got {step_size!r}.')
   if not np.isfinite(step_size) or step_size <= 0:
     raise ValueError(f'step_size must be positive and finite, got {step_size!r}.')
@@ -398,7 +404,11 @@ class _GridControl(StepControl):
         round=tf.constant(0, tf.int64))
 
   def _best(self, rates, mse):
-    return tf.argmin(rates + self.lam * mse, output_type=tf.int32)
+    """The smallest index minimizing `rates + lam * mse` (deterministic on ties)."""
+    objective = rates + self.lam * mse
+    index = tf.range(self.num_candidates, dtype=tf.int32)
+    return tf.reduce_min(tf.where(
+        tf.equal(objective, tf.reduce_min(objective)), index, self.num_candidates))
 
 
 class Lagrangian(_GridControl):
