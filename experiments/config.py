@@ -63,6 +63,12 @@ class AggregatorConfig:
   rounding: str = 'uniform'
   normalization: str = 'none'
   codec: str = 'elias_gamma'
+  # How rdq chooses its step each round: `fixed` (step_size), or one of
+  # `schedule`, `lagrangian`, `global_vote`, `bit_budget` built from
+  # `step_control_options` (see tff_rdq.quantizers.step_control), e.g.
+  # step_control = "bit_budget", step_control_options = {target_bits = 1.0, initial = 0.3}.
+  step_control: str = 'fixed'
+  step_control_options: dict = dataclasses.field(default_factory=dict)
   # Keyword arguments of a baseline method's factory, e.g. {levels = 4} for
   # qsgd or {fraction = 0.01} for top_k (see `tff-rdq methods`).
   options: dict = dataclasses.field(default_factory=dict)
@@ -96,6 +102,7 @@ _CHOICES = {
     'training.server_optimizer': ('sgd', 'adam'),
     'aggregator.rounding': ('uniform', 'stochastic', 'dithered'),
     'aggregator.normalization': ('none', 'mean_abs', 'rms', 'max_abs'),
+    'aggregator.step_control': ('fixed', 'schedule', 'lagrangian', 'global_vote', 'bit_budget'),
 }
 _POSITIVE = {
     'data.vocab_size', 'data.sequence_length', 'data.batch_size', 'data.client_epochs',

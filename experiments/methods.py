@@ -14,6 +14,14 @@ from tff_rdq import codecs
 from tff_rdq import baselines
 from tff_rdq.aggregators import quantize_encode
 from tff_rdq.baselines import tff_builtin
+from tff_rdq.quantizers import step_control
+
+_STEP_CONTROLS = {
+    'schedule': step_control.Schedule,
+    'lagrangian': step_control.Lagrangian,
+    'global_vote': step_control.GlobalVote,
+    'bit_budget': step_control.BitBudget,
+}
 
 
 def _baselines() -> dict:
@@ -34,9 +42,19 @@ def build_factory(config: AggregatorConfig) -> tff.aggregators.WeightedAggregati
     if config.codec not in codecs.CODEC_NAMES:
       raise ConfigError(
           f'aggregator.codec: must be one of {codecs.CODEC_NAMES}, got {config.codec!r}.')
+    if config.step_control == 'fixed':
+      step_size, control = config.step_size, None
+    else:
+      step_size = None
+      try:
+        control = _STEP_CONTROLS[config.step_control](**config.step_control_options)
+      except (TypeError, ValueError) as e:
+        raise ConfigError(
+            f'aggregator.step_control_options={config.step_control_options!r} for '
+            f'{config.step_control}: {e}') from None
     return quantize_encode.QuantizeEncodeFactory(
-        config.step_size, rounding=config.rounding,
-        normalization=config.normalization, codec=config.codec)
+        step_size, rounding=config.rounding, normalization=config.normalization,
+        codec=config.codec, step_control=control)
   if config.method == 'mean':
     return tff.aggregators.MeanFactory()
   registry = _baselines()

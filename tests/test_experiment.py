@@ -90,6 +90,16 @@ def test_uncompressed_mean_runs(corpus, tmp_path):
   assert summary['mean_bits_per_parameter'] > 32
 
 
+def test_bit_budget_step_control_runs(corpus, tmp_path):
+  config = _config_with(corpus, tmp_path, 'budget', rounds=3)
+  config.aggregator.step_control = 'bit_budget'
+  config.aggregator.step_control_options = {'target_bits': 2.0, 'initial': 0.002}
+  stackoverflow.run(config, progress=False)
+  steps = [float(r['step_size']) for r in _rows(config.run_dir)]
+  assert steps[0] == pytest.approx(0.002)
+  assert len(set(steps)) > 1  # The controller moved the step.
+
+
 def test_resume_after_kill_gives_same_rows(corpus, tmp_path):
   """A run killed mid-way and restarted matches an uninterrupted run."""
   reference = stackoverflow.run(_config_with(corpus, tmp_path / 'ref', 'r', 5), progress=False)

@@ -72,6 +72,13 @@ class _Worker:
     self._log.close()
 
 
+def _cpu_ticks(pid: int) -> int:
+  """User + system CPU time of process `pid`, in clock ticks (`/proc/PID/stat`)."""
+  with open(f'/proc/{pid}/stat') as f:
+    fields = f.read().rsplit(')', 1)[1].split()
+  return int(fields[11]) + int(fields[12])
+
+
 def _running_worker_binaries() -> set[int]:
   out = subprocess.run(['pgrep', '-f', 'worker_binary'], capture_output=True, text=True,
                        check=False).stdout
@@ -153,10 +160,13 @@ def test_rounds_split_across_two_workers_match_local(two_workers):
   state = process.initialize()
   local = _run_rounds(process, state, datasets)  # The session's local context.
 
+  ticks = [_cpu_ticks(w.binary_pid) for w in two_workers]
   with runtime.remote_execution_context([w.address for w in two_workers]):
     runtime.check_splittable(process)
     process.initialize()  # Runs there too.
     remote = _run_rounds(process, state, datasets)
+  # Both workers did work (each ran its half of the clients).
+  assert all(_cpu_ticks(w.binary_pid) - t > 5 for w, t in zip(two_workers, ticks))
 
   for round_num in range(_ROUNDS):
     for a, b in zip(local[0][round_num], remote[0][round_num]):
