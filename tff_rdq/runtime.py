@@ -16,14 +16,18 @@ installs a `tff.framework.MergeableCompExecutionContext` over one
 arguments are split into one contiguous slice per worker, each worker runs its
 slice up to the round's aggregation (`up_to_merge`), the partial aggregates are
 combined with the aggregation's own `merge`, and the rest of the round
-(`after_merge`) runs once on the server side. This is exact for computations
-with one logical aggregation per round (parallel aggregations are fine; an
-aggregate that depends on an earlier aggregate in the same invocation is not):
-`check_splittable` and every invocation raise `NotSplittableError` otherwise.
+(`after_merge`) runs once on the server side. This is exact (up to the order of
+floating-point sums) for computations with one logical aggregation per round
+(parallel aggregations are fine; an aggregate that depends on an earlier
+aggregate in the same invocation is not): `check_splittable` and every
+invocation raise `NotSplittableError` otherwise. Computations without
+per-client arguments (`initialize`, `get_model_weights`) have nothing to split
+and run whole on the first worker.
 
-Failures of remote workers raise `WorkerError` (a worker that cannot be
-reached, that stops answering mid-run, or that cannot start), whose message is
-one line saying what to do. TFF's own contexts retry an unavailable worker
+Failures of remote workers raise `WorkerError`: a worker that cannot be
+reached, stops answering mid-run or cannot start; subclasses
+`NotSplittableError` (above) and `AddressError` (a malformed address, also a
+`ValueError`). Each message is one line saying what to do. TFF's own contexts retry an unavailable worker
 forever; here the run stops instead, and rerunning the same command resumes it
 from its last checkpoint.
 
@@ -63,6 +67,8 @@ _WORKER_GONE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE})
 _WORKER_START_TIMEOUT_S = 120.0
 _WORKER_STOP_GRACE_S = 10.0
 _PR_SET_PDEATHSIG = 1  # From <linux/prctl.h>.
+# Called to check that a worker answers (see `_wait_until_reachable`).
+_PROBE_METHOD = '/grpc.health.v1.Health/Check'
 
 
 class WorkerError(RuntimeError):
@@ -73,11 +79,64 @@ class NotSplittableError(WorkerError):
   """A computation cannot be split across TFF workers (see module doc)."""
 
 
+class AddressError(WorkerError, ValueError):
+  """A malformed, repeated or missing `host:port` worker address."""
+
+
+# How long a local worker gets to exit after SIGINT before it is killed.
+_WORKER_EXIT_TIMEOUT_S = 5.0
+
+
+def _child_workers() -> list[int]:
+  """PIDs of this process's child `worker_binary` processes (Linux /proc)."""
+  pids = []
+  me = os.getpid()
+  for entry in os.listdir('/proc'):
+    if not entry.isdigit():
+      continue
+    try:
+      with open(f'/proc/{entry}/stat') as f:
+        stat = f.read()
+      with open(f'/proc/{entry}/cmdline', 'rb') as f:
+        command = f.read()
+    except OSError:
+      continue
+    # Field 4 (after the parenthesized name) is the parent PID.
+    parent = int(stat.rsplit(')', 1)[1].split()[1])
+    if parent == me and b'worker_binary' in command:
+      pids.append(int(entry))
+  return pids
+
+
+def _exited(pid: int) -> bool:
+  """True once `pid` has exited (a zombie awaiting its `wait`) or is gone."""
+  try:
+    with open(f'/proc/{pid}/stat') as f:
+      return f.read().rsplit(')', 1)[1].split()[0] in ('Z', 'X')
+  except OSError:
+    return True
+
+
 def stop_tff_workers() -> None:
-  """Stops the worker of the current execution context (see module doc)."""
+  """Stops the worker of the current execution context (see module doc).
+
+  TFF's own cleanup sends the worker SIGINT and waits without a limit; a worker
+  that has served a long run can ignore SIGINT, which would hang the caller.
+  So the local child workers first get SIGINT, then SIGKILL after
+  `_WORKER_EXIT_TIMEOUT_S`; TFF's cleanup then only reaps them.
+  """
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
   from tensorflow_federated.python.core.impl.context_stack import (  # pylint: disable=g-import-not-at-top
       runtime_error_context)
+  workers = _child_workers()
+  for pid in workers:
+    os.kill(pid, signal.SIGINT)
+  deadline = time.monotonic() + _WORKER_EXIT_TIMEOUT_S
+  while workers and time.monotonic() < deadline:
+    workers = [pid for pid in workers if not _exited(pid)]
+    time.sleep(0.05)
+  for pid in workers:
+    os.kill(pid, signal.SIGKILL)
   tff.framework.set_default_context(runtime_error_context.RuntimeErrorContext())
   gc.collect()
 
@@ -86,6 +145,9 @@ def stop_tff_workers() -> None:
 def local_execution_context():
   """A local C++ execution context for the `with` body; its worker stops after."""
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+  # Replacing a context whose worker is running would make TFF wait for that
+  # worker without a limit; stop it first.
+  stop_tff_workers()
   tff.backends.native.set_sync_local_cpp_execution_context()
   try:
     yield
@@ -257,6 +319,7 @@ def serve_worker(port: int, *, max_concurrent_computation_calls: int = -1) -> in
     for signum, handler in previous.items():
       signal.signal(signum, handler)
   if received:
+    print(f'tff-rdq: TFF worker on port {port} stopped.', flush=True)
     return 0
   raise WorkerError(f'the TFF worker on port {port} exited on its own with status '
                     f'{returncode}; see its output above.')
@@ -270,7 +333,7 @@ def parse_address(address: str) -> tuple[str, int]:
   """`(host, port)` of a `host:port` string (`[v6addr]:port` for IPv6).
 
   Raises:
-    ValueError: Naming `address`, if it is not of that form.
+    AddressError: (a `ValueError`) Naming `address`, if it is not of that form.
   """
   text = address.strip() if isinstance(address, str) else ''
   host, sep, port = text.rpartition(':')
@@ -278,12 +341,31 @@ def parse_address(address: str) -> tuple[str, int]:
     bare_host = host[1:-1]
   else:
     bare_host = host
-  if (not sep or not bare_host or ':' in host and bare_host == host
+  if (not sep or not bare_host or (':' in host and bare_host == host)
       or any(c.isspace() or c in '/[]' for c in bare_host)
       or not port.isdigit() or not 0 < int(port) < 65536):
-    raise ValueError(f'bad TFF worker address {address!r}: expected host:port with a port '
-                     'in 1..65535, e.g. 127.0.0.1:8001 or [::1]:8001.')
+    raise AddressError(f'bad TFF worker address {address!r}: expected host:port with a port '
+                       'in 1..65535, e.g. 127.0.0.1:8001 or [::1]:8001.')
   return host, int(port)
+
+
+class _UnwatchedChannel:
+  """A `grpc.Channel` whose connectivity subscriptions are dropped.
+
+  `RemoteExecutorGrpcStub` subscribes to connectivity changes only to answer
+  `is_ready`, which only TFF's local worker manager reads. A subscription
+  keeps a gRPC polling thread alive that can fail with "Channel closed!" when
+  the channel is closed (gRPC 1.74).
+  """
+
+  def __init__(self, channel: grpc.Channel):
+    self._channel = channel
+
+  def subscribe(self, callback, try_to_connect=False):
+    del callback, try_to_connect
+
+  def __getattr__(self, name):
+    return getattr(self._channel, name)
 
 
 def _make_worker_stub_class():
@@ -300,7 +382,7 @@ def _make_worker_stub_class():
     """
 
     def __init__(self, channel: grpc.Channel, address: str, port: int):
-      super().__init__(channel)
+      super().__init__(_UnwatchedChannel(channel))
       self.address = address
       self._port = port
 
@@ -387,15 +469,22 @@ class _RemoteWorker:
 
 
 def _wait_until_reachable(workers, timeout_s: float) -> None:
-  futures = [grpc.channel_ready_future(w.channel) for w in workers]
-  deadline = time.monotonic() + timeout_s
+  """Raises `WorkerError` naming the workers that do not answer within `timeout_s`.
+
+  Each worker is sent one call of a method it does not implement; any gRPC
+  answer (UNIMPLEMENTED) shows that a gRPC server listens there. Unlike
+  `grpc.channel_ready_future`, this starts no connectivity-polling thread,
+  which gRPC 1.74 lets race with `channel.close()`.
+  """
+  probes = [w.channel.unary_unary(_PROBE_METHOD).future(
+      b'', timeout=max(timeout_s, 0.01), wait_for_ready=True) for w in workers]
   unreachable = []
-  for worker, future in zip(workers, futures):
+  for worker, probe in zip(workers, probes):
     try:
-      future.result(timeout=max(0.0, deadline - time.monotonic()))
-    except grpc.FutureTimeoutError:
-      future.cancel()
-      unreachable.append(worker)
+      probe.result()
+    except grpc.RpcError as e:
+      if e.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):
+        unreachable.append(worker)
   if len(unreachable) == 1:
     w = unreachable[0]
     raise WorkerError(f'TFF worker at {w.address} is not reachable; start it with '
@@ -404,6 +493,14 @@ def _wait_until_reachable(workers, timeout_s: float) -> None:
     raise WorkerError(
         'TFF workers at ' + ', '.join(w.address for w in unreachable) + ' are not reachable; '
         'start each on its host with `tff-rdq worker --port PORT`.')
+
+
+def _places_values_at_clients(type_spec) -> bool:
+  """Whether `type_spec` holds `CLIENTS`-placed values that differ per client."""
+  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+  return type_spec is not None and tff.types.contains(
+      type_spec, lambda t: (isinstance(t, tff.FederatedType) and t.placement is tff.CLIENTS
+                            and not t.all_equal))
 
 
 def _make_splitting_context_class():
@@ -439,9 +536,15 @@ def _make_splitting_context_class():
       return form
 
     def invoke(self, comp, arg=None):
-      if not isinstance(comp, tff.framework.MergeableCompForm):
-        comp = self.compile(comp)
-      return super().invoke(comp, arg)
+      if isinstance(comp, tff.framework.MergeableCompForm):
+        return super().invoke(comp, arg)
+      if not _places_values_at_clients(comp.type_signature.parameter):
+        # Nothing to split (e.g. `initialize`, `get_model_weights`): split, it
+        # would run once per worker over zero clients each. Whole, on one
+        # worker, it computes the same.
+        return self._async_runner.run_coro_and_return_result(
+            self._async_execution_contexts[0].invoke(comp, arg))
+      return super().invoke(self.compile(comp), arg)
 
   return SplittingContext
 
@@ -466,7 +569,7 @@ def remote_execution_context(addresses, *, connect_timeout_s: float = CONNECT_TI
     The installed `tff.framework.MergeableCompExecutionContext`.
 
   Raises:
-    ValueError: For a malformed or repeated address, or none.
+    AddressError: (a `ValueError`) For a malformed or repeated address, or none.
     WorkerError: If a worker is not reachable within `connect_timeout_s`, or
       (from computations run in the body) stops answering.
   """
@@ -474,11 +577,11 @@ def remote_execution_context(addresses, *, connect_timeout_s: float = CONNECT_TI
     addresses = [addresses]
   addresses = list(addresses)
   if not addresses:
-    raise ValueError('no TFF worker addresses given; expected host:port,...')
+    raise AddressError('no TFF worker addresses given; expected host:port,...')
   parsed = [parse_address(a) for a in addresses]
   if len(set(parsed)) != len(parsed):
     repeated = next(a for a, p in zip(addresses, parsed) if parsed.count(p) > 1)
-    raise ValueError(f'TFF worker address {repeated!r} is listed twice.')
+    raise AddressError(f'TFF worker address {repeated!r} is listed twice.')
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
 
   workers = [_RemoteWorker(a.strip(), host, port) for a, (host, port) in zip(addresses, parsed)]
@@ -520,7 +623,11 @@ def check_splittable(process) -> None:
           and hasattr(context, 'compile')):
     return
   if isinstance(process, tff.Computation):
-    context.compile(process)
+    named = [(process, 'this computation')]
   else:
-    context.compile(process.initialize, 'the `initialize` computation of this process')
-    context.compile(process.next, 'the `next` computation (one round) of this process')
+    named = [(process.initialize, 'the `initialize` computation of this process'),
+             (process.next, 'the `next` computation (one round) of this process')]
+  for comp, name in named:
+    # As `invoke`: only computations with per-client arguments are split.
+    if _places_values_at_clients(comp.type_signature.parameter):
+      context.compile(comp, name)
