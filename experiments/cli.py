@@ -3,6 +3,7 @@
   tff-rdq run CONFIG [--set section.key=value ...] [--no-progress] [--workers H:P,...]
   tff-rdq compare CONFIG [--set section.key=value ...] [--no-progress]
   tff-rdq methods
+  tff-rdq frontier RUN_DIR
   tff-rdq prepare-data [--cache-dir DIR]
   tff-rdq worker --port P
 
@@ -39,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
                        metavar='SECTION.KEY=VALUE', help='override a base config value')
   compare.add_argument('--no-progress', action='store_true', help='no progress bar')
   commands.add_parser('methods', help='list the aggregation methods')
+  frontier = commands.add_parser(
+      'frontier', help='rate-distortion sweep over the client updates a run saved')
+  frontier.add_argument('run_dir', help='a run directory with updates/ (see aggregator.save_updates_*)')
   prepare = commands.add_parser('prepare-data', help='build the local corpus')
   prepare.add_argument('--cache-dir', default='data/stackoverflow_local')
   worker = commands.add_parser('worker', help='serve a TFF worker for `run --workers`')
@@ -67,6 +71,13 @@ def main(argv=None) -> int:
       path = data_lib.prepare_local_corpus(args.cache_dir)
       print(f'corpus ready: {path}')
       return 0
+    if args.command == 'frontier':
+      from experiments import frontier  # pylint: disable=g-import-not-at-top
+      try:
+        return frontier.main(args.run_dir)
+      except FileNotFoundError as e:
+        print(f'tff-rdq: error: {e}', file=sys.stderr)
+        return 2
     if args.command == 'methods':
       from experiments import methods  # pylint: disable=g-import-not-at-top
       print('\n'.join(methods.method_names()))
@@ -79,6 +90,8 @@ def main(argv=None) -> int:
       return 0
     config = config_lib.load(args.config, args.overrides)
     workers = tuple(w for w in args.workers.split(',') if w)
+    for address in workers:
+      runtime.parse_address(address)  # A typo fails now, not after loading the data.
     summary = stackoverflow.run(config, progress=not args.no_progress, workers=workers)
     print('summary: ' + ', '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}'
                                   for k, v in summary.items()))

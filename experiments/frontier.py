@@ -23,16 +23,23 @@ records:
 - `laplacian_bound`: the Shannon lower bound of a memoryless Laplacian source
   of that variance, `max(0, h - 0.5 log2(2 pi e D))` with `h = log2(2 e b)`,
   `b = sqrt(variance / 2)`, i.e. `max(0, 0.5 log2(variance / D) - 0.1044)`.
+- `gaussian_tensor_bound`: the rate-distortion function (reverse water-filling)
+  of independent memoryless Gaussian tensors with the update's per-tensor
+  sizes and variances (`tensor_sizes`, `tensor_variances`, each tensor about
+  its own mean), at the same per-element distortion. It accounts for the very
+  different scales of the tensors, which the pooled-variance bounds ignore.
 
-Both bounds depend only on `normalized_distortion`, so they are one curve for
-all updates. They are bounds for those *model* sources (i.i.d. with the
-update's pooled variance), not for the update itself: a real update (tensors
-of different scales, exactly-zero rows, heavier tails than Laplacian) can have
-a lower rate-distortion function, so points below a bound are possible for
-real data; for i.i.d. Gaussian (Laplacian) data no scalar quantizer and codec
-can go below the Gaussian (Laplacian) curve. Reference points: at high rate,
-uniform quantization with ideal entropy coding is `0.5 log2(pi e / 6) = 0.254`
-bits above the Shannon lower bound.
+The first two bounds depend only on `normalized_distortion`, so they are one
+curve for all updates; the third is one curve per update. All three are
+bounds for *model* sources (memoryless, with the update's variances), not for
+the update itself: a real update (tensors of very different scales, rows of
+exact zeros, tails heavier than Laplacian, clustered zeros that run-length
+coding exploits) can have a much lower rate-distortion function, so points
+below a bound are possible, and common, for real updates. For i.i.d. Gaussian
+(Laplacian) data no scalar quantizer and codec can go below the Gaussian
+(Laplacian) curve. Reference point: at high rate, uniform quantization with
+ideal entropy coding is `0.5 log2(pi e / 6) = 0.254` bits above the Shannon
+lower bound.
 
 Also per row: `entropy_bits_per_parameter`, the zeroth-order empirical entropy
 of each tensor's integers summed over tensors, divided by `N` (what an ideal
@@ -44,9 +51,10 @@ Steps. `steps` are multiples of a statistic: with `normalization='rms'`
 (mean |x|, max |x|)`, computed by `tff_rdq.quantizers.uniform.normalized_step`
 as in the aggregator; with `normalization='none'` (one absolute step for all
 tensors in the aggregator) it is `step * the RMS of the whole update`, so one
-step grid fits every update. The default is `DEFAULT_STEPS`, 10 steps from
-0.1 to 8 (geometric), about 0.05 to 5 bits/parameter on Stack Overflow
-updates with RMS normalization.
+step grid fits every update. The default, `DEFAULT_STEPS`, is 12 steps from
+0.1 to 32 (geometric, ratio 1.69); with RMS normalization, on full-size Stack
+Overflow updates, that spans about 0.02 to 3.6 bits/parameter and D/var from
+below 0.001 to about 0.3 (heavy tails make D/var grow slowly with the step).
 
 Seeds: as the aggregator derives them: the client seed is
 `quantize_encode.client_seed` (the bit pattern of the update's float32 L1
@@ -60,11 +68,13 @@ every combination. The cost is about one eager encode of the whole update
 
 `write` writes `RUN_DIR/frontier/frontier.csv`, `frontier_per_update.png`
 (one thin curve per (round, client) for the first combination, coloured by
-round, with both bounds), `frontier_methods.png` (one curve per combination,
-bits averaged over updates at common normalized distortions, with both bounds)
-and `gap.md` (`gap_table`: bits/parameter above each bound at matched
-normalized distortion, and the spread of the first combination's bits across
-updates and rounds). `main` runs both.
+round, with the two pooled-variance bounds and, dotted, each update's
+per-tensor Gaussian bound), `frontier_methods.png` (one curve per combination,
+bits averaged over updates at common normalized distortions, with the two
+pooled-variance bounds) and `gap.md` (`gap_table`: bits/parameter above each
+bound at matched normalized distortion; `spread_table`: the spread of the
+first combination's bits across updates and rounds). `main` runs `sweep` and
+`write` and prints `gap.md`; `read` loads the CSV back as rows.
 """
 
 import csv
@@ -81,7 +91,7 @@ from tff_rdq import codecs as codecs_lib
 from tff_rdq.aggregators import quantize_encode
 from tff_rdq.quantizers import uniform
 
-DEFAULT_STEPS = tuple(float(s) for s in np.geomspace(0.1, 8.0, 10))
+DEFAULT_STEPS = tuple(float(s) for s in np.geomspace(0.1, 32.0, 12))
 TARGETS = (0.3, 0.1, 0.03, 0.01)
 _STEP_BYTES = 4
 _SEED_BYTES = 4
@@ -91,7 +101,8 @@ _LAPLACE_OFFSET = 0.5 * math.log2(math.e / math.pi)
 FIELDS = ('round', 'client', 'client_id', 'examples', 'parameters', 'rounding', 'codec',
           'normalization', 'step', 'bytes', 'header_bytes', 'bits_per_parameter',
           'entropy_bits_per_parameter', 'zero_fraction', 'distortion', 'variance',
-          'normalized_distortion', 'gaussian_bound', 'laplacian_bound')
+          'normalized_distortion', 'gaussian_bound', 'laplacian_bound',
+          'gaussian_tensor_bound', 'tensor_sizes', 'tensor_variances')
 
 
 def gaussian_bound(normalized_distortion: float) -> float:
@@ -106,6 +117,33 @@ def laplacian_bound(normalized_distortion: float) -> float:
   floored at 0.
   """
   return max(0.0, 0.5 * math.log2(1.0 / normalized_distortion) + _LAPLACE_OFFSET)
+
+
+def gaussian_tensor_bound(sizes, variances, distortion: float) -> float:
+  """R(D) in bits/element of independent Gaussian tensors (reverse water-filling).
+
+  Tensor `i` has `sizes[i]` i.i.d. N(0, `variances[i]`) elements; `distortion`
+  is the per-element MSE over all elements. The water level `theta` solves
+  `sum n_i min(theta, v_i) = N D`; the rate is
+  `sum n_i max(0, 0.5 log2(v_i / theta)) / N`.
+  """
+  n = np.asarray(sizes, np.float64)
+  v = np.asarray(variances, np.float64)
+  total = n.sum()
+  if total == 0 or distortion >= float(np.dot(n, v)) / total:
+    return 0.0
+  if distortion <= 0:
+    return float('inf')
+  low, high = 0.0, float(v.max())
+  for _ in range(200):  # Bisection on theta: the allocated distortion rises with it.
+    theta = 0.5 * (low + high)
+    if float(np.dot(n, np.minimum(theta, v))) < total * distortion:
+      low = theta
+    else:
+      high = theta
+  theta = 0.5 * (low + high)
+  active = v > theta
+  return float(np.dot(n[active], 0.5 * np.log2(v[active] / theta)) / total)
 
 
 def combinations(roundings, codecs, full_grid=False) -> list[tuple[str, str]]:
@@ -204,6 +242,9 @@ def sweep(run_dir, steps=None, roundings=uniform.ROUNDINGS,
     pooled = np.concatenate(flat).astype(np.float64)
     n = pooled.size
     variance = float(np.var(pooled))
+    sizes = tuple(int(v.size) for v in flat)
+    tensor_variances = tuple(float(np.var(v.astype(np.float64))) if v.size else 0.0
+                             for v in flat)
     for rounding, codec in pairs:
       for step in steps:
         result = quantize_update(flat, step, rounding, codec, normalization)
@@ -219,7 +260,9 @@ def sweep(run_dir, steps=None, roundings=uniform.ROUNDINGS,
             zero_fraction=result['zeros'] / n, distortion=distortion, variance=variance,
             normalized_distortion=normalized,
             gaussian_bound=gaussian_bound(normalized) if normalized > 0 else float('inf'),
-            laplacian_bound=laplacian_bound(normalized) if normalized > 0 else float('inf')))
+            laplacian_bound=laplacian_bound(normalized) if normalized > 0 else float('inf'),
+            gaussian_tensor_bound=gaussian_tensor_bound(sizes, tensor_variances, distortion),
+            tensor_sizes=sizes, tensor_variances=tensor_variances))
       if verbose:
         print(f'frontier: update {number}/{len(loaded)} (round {entry["round"]}, client '
               f'{entry["client"]}, {n} parameters): {rounding}+{codec} done '
@@ -243,6 +286,12 @@ def _curves(rows):
   return curves
 
 
+def _tensor_stats(rows):
+  """`{(round, client): (variance, tensor_sizes, tensor_variances)}`."""
+  return {(r['round'], r['client']): (float(r['variance']), r['tensor_sizes'],
+                                      r['tensor_variances']) for r in rows}
+
+
 def _interpolate(log_d, bits, target):
   """Bits at normalized distortion `target` (linear in log D); NaN outside."""
   x = math.log(target)
@@ -261,23 +310,36 @@ def gap_table(rows, targets=TARGETS) -> list[dict]:
   Per (rounding, codec) and target `D/var`: each update's bits interpolated
   linearly in log-distortion at the target (updates whose sweep does not reach
   the target are left out; `updates` counts the others), then the mean, min
-  and max over updates of the bits, and the mean bits minus each bound.
+  and max over updates of the bits, and the mean bits minus each bound (the
+  per-tensor Gaussian bound is computed per update at `D = target * variance`
+  and averaged over the same updates).
   """
+  stats = _tensor_stats(rows)
   table = []
   for (rounding, codec), per_update in _curves(rows).items():
     for target in targets:
-      values = [_interpolate(ld, b, target) for ld, b in per_update.values()]
-      values = np.array([v for v in values if math.isfinite(v)])
-      if values.size:
-        mean, low, high = float(values.mean()), float(values.min()), float(values.max())
+      bits, tensor_bounds = [], []
+      for update, (log_d, b) in per_update.items():
+        value = _interpolate(log_d, b, target)
+        if math.isfinite(value):
+          variance, sizes, variances = stats[update]
+          bits.append(value)
+          tensor_bounds.append(gaussian_tensor_bound(sizes, variances, target * variance))
+      bits = np.array(bits)
+      if bits.size:
+        mean, low, high = float(bits.mean()), float(bits.min()), float(bits.max())
+        tensor_bound = float(np.mean(tensor_bounds))
+        above_tensor = float(np.mean(bits - np.array(tensor_bounds)))
       else:
-        mean = low = high = float('nan')
+        mean = low = high = tensor_bound = above_tensor = float('nan')
       table.append(dict(
           rounding=rounding, codec=codec, normalized_distortion=target,
-          updates=int(values.size), bits_per_parameter=mean, bits_min=low, bits_max=high,
+          updates=int(bits.size), bits_per_parameter=mean, bits_min=low, bits_max=high,
           gaussian_bound=gaussian_bound(target), laplacian_bound=laplacian_bound(target),
+          gaussian_tensor_bound=tensor_bound,
           above_gaussian=mean - gaussian_bound(target),
-          above_laplacian=mean - laplacian_bound(target)))
+          above_laplacian=mean - laplacian_bound(target),
+          above_gaussian_tensor=above_tensor))
   return table
 
 
@@ -318,14 +380,16 @@ def _f(value, digits=3):
 def format_gap_table(table) -> str:
   """Markdown of `gap_table`'s rows."""
   lines = ['| rounding | codec | D/var | updates | bits/param (mean) | min - max '
-           '| Gaussian R(D) | Laplacian SLB | above Gaussian | above Laplacian |',
-           '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|']
+           '| Gaussian R(D) | Laplacian SLB | per-tensor Gaussian R(D) (mean) '
+           '| above Gaussian | above Laplacian | above per-tensor Gaussian |',
+           '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
   for r in table:
     lines.append(
         f"| {r['rounding']} | {r['codec']} | {r['normalized_distortion']:g} | {r['updates']} "
         f"| {_f(r['bits_per_parameter'])} | {_f(r['bits_min'])} - {_f(r['bits_max'])} "
         f"| {_f(r['gaussian_bound'])} | {_f(r['laplacian_bound'])} "
-        f"| {_f(r['above_gaussian'])} | {_f(r['above_laplacian'])} |")
+        f"| {_f(r['gaussian_tensor_bound'])} | {_f(r['above_gaussian'])} "
+        f"| {_f(r['above_laplacian'])} | {_f(r['above_gaussian_tensor'])} |")
   return '\n'.join(lines)
 
 
@@ -358,23 +422,35 @@ def _plots(rows, directory: pathlib.Path) -> list[pathlib.Path]:
   if not curves:
     return []
   all_log = np.concatenate([ld for c in curves.values() for ld, _ in c.values()])
-  log_range = (float(all_log.min()), float(all_log.max()))
+  # D/var above 2 is worse than sending nothing (dithered rounding gets there
+  # at large steps: its error is step**2 / 12 even where every integer is 0).
+  log_range = (float(all_log.min()), min(float(all_log.max()), math.log(2.0)))
   paths = []
 
   combination = next(iter(curves))
   per_update = curves[combination]
+  own_log = np.concatenate([ld for ld, _ in per_update.values()])
+  own_range = (float(own_log.min()), min(float(own_log.max()), math.log(2.0)))
   rounds = sorted({u[0] for u in per_update})
   cmap = plt.get_cmap('viridis')
   colour = {r: cmap(i / max(len(rounds) - 1, 1)) for i, r in enumerate(rounds)}
+  stats = _tensor_stats(rows)
   fig, ax = plt.subplots(figsize=(7, 4.8))
   labelled = set()
-  for (round_num, _), (log_d, bits) in sorted(per_update.items()):
+  for (round_num, client), (log_d, bits) in sorted(per_update.items()):
     label = f'round {round_num}' if round_num not in labelled else None
     labelled.add(round_num)
     ax.plot(np.exp(log_d), bits, '-', lw=0.8, alpha=0.8, color=colour[round_num], label=label,
             marker='.', markersize=3)
-  _bound_curves(ax, log_range)
+    variance, sizes, variances = stats[(round_num, client)]
+    grid = np.geomspace(math.exp(own_range[0]), math.exp(own_range[1]), 60)
+    ax.plot(grid, [gaussian_tensor_bound(sizes, variances, d * variance) for d in grid], ':',
+            lw=0.8, alpha=0.8, color=colour[round_num],
+            label='per-tensor Gaussian R(D) (dotted)' if len(labelled) == 1 and
+            label is not None else None)
+  _bound_curves(ax, own_range)
   ax.set_xscale('log')
+  ax.set_xlim(right=math.exp(own_range[1]) * 1.1)
   ax.set_xlabel('normalized distortion D / variance')
   ax.set_ylabel('bits per parameter')
   ax.set_title(f'{combination[0]} + {combination[1]}: one curve per (round, client)')
@@ -388,7 +464,7 @@ def _plots(rows, directory: pathlib.Path) -> list[pathlib.Path]:
   fig, ax = plt.subplots(figsize=(7, 4.8))
   for (rounding, codec), per in curves.items():
     low = max(float(ld.min()) for ld, _ in per.values())
-    high = min(float(ld.max()) for ld, _ in per.values())
+    high = min(min(float(ld.max()) for ld, _ in per.values()), log_range[1])
     if not low < high:
       continue
     grid = np.linspace(low, high, 40)
@@ -396,6 +472,7 @@ def _plots(rows, directory: pathlib.Path) -> list[pathlib.Path]:
     ax.plot(np.exp(grid), mean, '-', lw=1.2, label=f'{rounding} + {codec}')
   _bound_curves(ax, log_range)
   ax.set_xscale('log')
+  ax.set_xlim(right=math.exp(log_range[1]) * 1.1)
   ax.set_xlabel('normalized distortion D / variance')
   ax.set_ylabel('bits per parameter (mean over updates)')
   ax.set_title('rounding and codec, averaged over updates')
@@ -419,7 +496,10 @@ def report(rows) -> str:
       f'Normalization `{normalization}`; bits include the per-tensor step (and seed) '
       'headers, not the 32-bit client weight. Bits interpolated linearly in '
       'log(D/var) per update, then averaged over updates. Bounds: Gaussian R(D) and '
-      'Laplacian Shannon lower bound of a memoryless source of the update\'s variance.',
+      'Laplacian Shannon lower bound of a memoryless source of the update\'s variance, '
+      'and R(D) of independent Gaussian tensors with the update\'s per-tensor variances '
+      '(reverse water-filling). They bound those model sources, not the update: a '
+      'negative gap means the update is easier to code than the model source.',
       '',
       format_gap_table(gap_table(rows)),
       '',
@@ -438,13 +518,35 @@ def write(run_dir, rows) -> list[pathlib.Path]:
     writer = csv.DictWriter(f, fieldnames=FIELDS)
     writer.writeheader()
     for row in rows:
-      writer.writerow({k: row[k] for k in FIELDS})
+      row = {k: row[k] for k in FIELDS}
+      row['tensor_sizes'] = ' '.join(str(v) for v in row['tensor_sizes'])
+      row['tensor_variances'] = ' '.join(repr(v) for v in row['tensor_variances'])
+      writer.writerow(row)
   paths = [csv_path]
   paths += _plots(rows, directory)
   gap_path = directory / 'gap.md'
   gap_path.write_text(report(rows))
   paths.append(gap_path)
   return paths
+
+
+def read(run_dir) -> list[dict]:
+  """The rows of `RUN_DIR/frontier/frontier.csv` (as `sweep` returns them)."""
+  rows = []
+  with open(pathlib.Path(run_dir) / 'frontier' / 'frontier.csv', newline='') as f:
+    for row in csv.DictReader(f):
+      for key in ('round', 'client', 'parameters', 'bytes', 'header_bytes'):
+        row[key] = int(row[key])
+      if row['examples'].isdigit():
+        row['examples'] = int(row['examples'])
+      for key in ('step', 'bits_per_parameter', 'entropy_bits_per_parameter', 'zero_fraction',
+                  'distortion', 'variance', 'normalized_distortion', 'gaussian_bound',
+                  'laplacian_bound', 'gaussian_tensor_bound'):
+        row[key] = float(row[key])
+      row['tensor_sizes'] = tuple(int(v) for v in row['tensor_sizes'].split())
+      row['tensor_variances'] = tuple(float(v) for v in row['tensor_variances'].split())
+      rows.append(row)
+  return rows
 
 
 def main(run_dir, **sweep_args) -> int:

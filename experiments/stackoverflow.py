@@ -250,6 +250,7 @@ def run(config: config_lib.ExperimentConfig, progress: bool = True,
                else runtime.local_execution_context())
     with context:
       process = build_process(config, vocab, eval_data.element_spec)
+      runtime.check_splittable(process)  # With --workers: fail now, not at round 1.
       state = process.initialize()
       num_parameters = int(sum(
           np.prod(w.shape) for w in process.get_model_weights(state).trainable))

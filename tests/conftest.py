@@ -24,6 +24,17 @@ def tff_context():
   gc.collect()
 
 
+@pytest.fixture(autouse=True)
+def local_context_available():
+  """Reinstalls a local context where a runner (e.g. `experiments.stackoverflow.run`)
+  left the can't-run-anything context that `stop_tff_workers` installs."""
+  from tensorflow_federated.python.core.impl.context_stack import runtime_error_context
+  if isinstance(tff.framework.get_context_stack().current,
+                runtime_error_context.RuntimeErrorContext):
+    tff.backends.native.set_sync_local_cpp_execution_context()
+  yield
+
+
 @pytest.fixture(scope='session')
 def small_corpus(tmp_path_factory):
   """A generated `stackoverflow.sqlite`: 12 clients of sentences from a tiny grammar."""

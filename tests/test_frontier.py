@@ -89,6 +89,24 @@ def test_points_lie_above_the_bound_of_the_matching_source(run):
     assert row['laplacian_bound'] == pytest.approx(max(0.0, slb), abs=1e-9)
 
 
+def test_gaussian_tensor_bound_is_reverse_water_filling(run):
+  # One tensor: the Gaussian R(D).
+  assert frontier.gaussian_tensor_bound([10], [4.0], 0.04) == pytest.approx(
+      frontier.gaussian_bound(0.01))
+  # Two equal-size tensors, variances 1 and 100. D = 0.5: both active at theta 0.5.
+  assert frontier.gaussian_tensor_bound([5, 5], [1.0, 100.0], 0.5) == pytest.approx(
+      0.25 * math.log2(1 / 0.5) + 0.25 * math.log2(100 / 0.5))
+  # D = 2: the small tensor gets zero bits (distortion 1), theta = 3.
+  assert frontier.gaussian_tensor_bound([5, 5], [1.0, 100.0], 2.0) == pytest.approx(
+      0.25 * math.log2(100 / 3))
+  assert frontier.gaussian_tensor_bound([5, 5], [1.0, 100.0], 50.5) == 0.0
+  # Never above the Gaussian bound of the pooled variance.
+  _, _, rows = run
+  for row in rows:
+    assert row['gaussian_tensor_bound'] <= row['gaussian_bound'] + 1e-9
+    assert len(row['tensor_sizes']) == len(row['tensor_variances']) == 3
+
+
 def test_bits_are_the_real_coded_bytes(run):
   _, data, rows = run
   flat = [t.reshape(-1) for t in data[2]]
@@ -124,6 +142,11 @@ def test_write_and_gap_table(run):
   csv_lines = (run_dir / 'frontier' / 'frontier.csv').read_text().splitlines()
   assert len(csv_lines) == len(rows) + 1
   assert csv_lines[0].split(',') == list(frontier.FIELDS)
+  read_back = frontier.read(run_dir)
+  assert len(read_back) == len(rows)
+  for a, b in zip(read_back, rows):
+    for key in frontier.FIELDS:
+      assert a[key] == (pytest.approx(b[key]) if isinstance(b[key], (float, tuple)) else b[key])
   gap = (run_dir / 'frontier' / 'gap.md').read_text()
   assert '| uniform | rans | 0.1 |' in gap and 'Spread across updates' in gap
 

@@ -1,6 +1,5 @@
 """Tests of the in-graph rANS codec: a numpy model of its format, and tfc's range coder as oracle."""
 
-import gc
 import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -40,15 +39,6 @@ CASES = {
 }
 # lane_overhead 0.5 asks for one lane per ~72 estimated bits: many lanes on small inputs.
 LANE_OVERHEADS = [rans.DEFAULT_LANE_OVERHEAD, 0.5]
-
-
-@pytest.fixture(scope='module', autouse=True)
-def tff_worker():
-  """Leaves no `worker_binary` behind: a fresh context, then collect the old one."""
-  tff.backends.native.set_sync_local_cpp_execution_context()
-  yield
-  tff.backends.native.set_sync_local_cpp_execution_context()
-  gc.collect()
 
 
 def _encode(values, lane_overhead=rans.DEFAULT_LANE_OVERHEAD):

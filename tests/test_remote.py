@@ -4,7 +4,6 @@ Two workers are started with `runtime.serve_worker` in subprocesses on free
 local ports for the whole module, and stopped (and checked gone) at its end.
 """
 
-import collections
 import os
 import signal
 import socket
@@ -236,9 +235,10 @@ def test_unreachable_worker_gives_clear_error():
     'localhost', '127.0.0.1', ':8001', 'host:', 'host:port', 'host:0', 'host:65536',
     '::1:8001', 'a b:8001', ''])
 def test_bad_address_gives_value_error(address):
-  with pytest.raises(ValueError, match='bad TFF worker address'):
+  with pytest.raises(ValueError, match='bad TFF worker address') as raised:
     with runtime.remote_execution_context([address]):
       pass
+  assert isinstance(raised.value, runtime.WorkerError)  # The CLI reports it in one line.
 
 
 def test_good_addresses_parse():
@@ -248,6 +248,16 @@ def test_good_addresses_parse():
   with pytest.raises(ValueError, match='listed twice'):
     with runtime.remote_execution_context(['127.0.0.1:8001', '127.0.0.1:8001']):
       pass
+
+
+def test_cli_reports_worker_errors_in_one_line(two_workers, capsys):
+  from experiments import cli  # pylint: disable=g-import-not-at-top
+  assert cli.main(['worker', '--port', str(two_workers[0].port)]) == 2
+  assert cli.main(['run', os.path.join(_REPO, 'configs', 'tiny.toml'),
+                   '--workers', f'{two_workers[0].address},nohost']) == 2
+  errors = capsys.readouterr().err.strip().split('\n')
+  assert len(errors) == 2, errors
+  assert 'already in use' in errors[0] and "'nohost'" in errors[1]
 
 
 def test_serve_worker_refuses_busy_port_and_bad_port(two_workers):

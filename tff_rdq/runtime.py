@@ -27,9 +27,9 @@ and run whole on the first worker.
 Failures of remote workers raise `WorkerError`: a worker that cannot be
 reached, stops answering mid-run or cannot start; subclasses
 `NotSplittableError` (above) and `AddressError` (a malformed address, also a
-`ValueError`). Each message is one line saying what to do. TFF's own contexts retry an unavailable worker
-forever; here the run stops instead, and rerunning the same command resumes it
-from its last checkpoint.
+`ValueError`). Each message is one line saying what to do. TFF's own
+contexts retry an unavailable worker forever; here the run stops instead, and
+rerunning the same command resumes it from its last checkpoint.
 
 TensorFlow and TFF are imported inside the functions that need them: the
 `tff-rdq worker` command only starts a binary, and importing them costs ~9 s.
@@ -126,8 +126,8 @@ def stop_tff_workers() -> None:
   `_WORKER_EXIT_TIMEOUT_S`; TFF's cleanup then only reaps them.
   """
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
-  from tensorflow_federated.python.core.impl.context_stack import (  # pylint: disable=g-import-not-at-top
-      runtime_error_context)
+  # pylint: disable-next=g-import-not-at-top
+  from tensorflow_federated.python.core.impl.context_stack import runtime_error_context
   workers = _child_workers()
   for pid in workers:
     os.kill(pid, signal.SIGINT)
