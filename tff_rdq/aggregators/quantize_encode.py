@@ -67,10 +67,6 @@ def client_seed(flat_values: list[tf.Tensor]) -> tf.Tensor:
   return tf.bitcast(tf.cast(total, tf.float32), tf.int32)
 
 
-def _scalar_bytes(value: tf.Tensor) -> tf.Tensor:
-  return tf.reshape(tf.bitcast(value, tf.uint8), [-1])
-
-
 class QuantizeEncodeCompressor:
   """Quantize with a step size, then code the integers (see module doc)."""
 
@@ -124,9 +120,9 @@ class QuantizeEncodeCompressor:
     return self.step_control.update_state(state, diagnostic_means)
 
   def _stream(self, tensor_step, seed, codec_bytes):
-    parts = [_scalar_bytes(tensor_step)]
+    parts = [bitstream.scalar_bytes(tensor_step)]
     if self.rounding == 'dithered':
-      parts.append(_scalar_bytes(seed))
+      parts.append(bitstream.scalar_bytes(seed))
     parts.append(codec_bytes)
     return bitstream.bytes_to_string(tf.concat(parts, 0))
 

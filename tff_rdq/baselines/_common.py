@@ -54,11 +54,6 @@ def check_choice(name, value, choices):
   return value
 
 
-def scalar_bytes(value: tf.Tensor) -> tf.Tensor:
-  """The 4 little-endian bytes of a `float32`/`int32` scalar (or a vector's)."""
-  return tf.reshape(tf.bitcast(value, tf.uint8), [-1])
-
-
 def split_header(data: tf.Tensor, num_bytes: int):
   """`(header, body)` of a `uint8` stream; the header is always `num_bytes`
   long (zero-filled when the stream is shorter), the body may be empty."""

@@ -125,8 +125,8 @@ class DriveCompressor(_common.StatelessCompressor):
           scale * tf.where(positive, 1.0, -1.0), signs, n)
       total_error += _common.squared_error(values, reconstruction)
       streams.append(bitstream.bytes_to_string(tf.concat([
-          _common.scalar_bytes(scale),
-          _common.scalar_bytes(seed),
+          bitstream.scalar_bytes(scale),
+          bitstream.scalar_bytes(seed),
           _common.pack_fields(tf.cast(positive, tf.int64), 1),
       ], 0)))
     return streams, collections.OrderedDict(squared_error=total_error)

@@ -111,7 +111,7 @@ class QSGDCompressor(_common.StatelessCompressor):
       reconstruction = dequantize(q, norms, self.levels, self.bucket_size)
       total_error += _common.squared_error(values, reconstruction)
       streams.append(bitstream.bytes_to_string(tf.concat([
-          _common.scalar_bytes(norms),
+          bitstream.scalar_bytes(norms),
           elias_gamma.encode_to_bytes(q, self.block_size)], 0)))
     return streams, collections.OrderedDict(squared_error=total_error)
 

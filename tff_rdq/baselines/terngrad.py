@@ -87,7 +87,7 @@ class TernGradCompressor(_common.StatelessCompressor):
       else:
         body = elias_gamma.encode_to_bytes(q, self.block_size)
       streams.append(bitstream.bytes_to_string(
-          tf.concat([_common.scalar_bytes(scale), body], 0)))
+          tf.concat([bitstream.scalar_bytes(scale), body], 0)))
     return streams, collections.OrderedDict(squared_error=total_error)
 
   def decode(self, streams, sizes):

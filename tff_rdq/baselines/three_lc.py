@@ -143,7 +143,7 @@ class ThreeLCCompressor(_common.StatelessCompressor):
       q, scale = quantize(values, self.sparsity_multiplier)
       total_error += _common.squared_error(values, tf.cast(q, tf.float32) * scale)
       streams.append(bitstream.bytes_to_string(tf.concat(
-          [_common.scalar_bytes(scale), zero_run_encode(pack(q))], 0)))
+          [bitstream.scalar_bytes(scale), zero_run_encode(pack(q))], 0)))
     return streams, collections.OrderedDict(squared_error=total_error)
 
   def decode(self, streams, sizes):

@@ -118,7 +118,7 @@ class TopKCompressor(_common.StatelessCompressor):
       index_bytes = self._encode_indices(positions, n)
       index_bits += 8 * tf.size(index_bytes, out_type=tf.int64)
       streams.append(bitstream.bytes_to_string(
-          tf.concat([_common.scalar_bytes(kept), index_bytes], 0)))
+          tf.concat([bitstream.scalar_bytes(kept), index_bytes], 0)))
     return streams, collections.OrderedDict(
         squared_error=total_error, index_bits=tf.cast(index_bits, tf.float64))
 

@@ -147,6 +147,11 @@ def low_bits(window: tf.Tensor, count: tf.Tensor) -> tf.Tensor:
   return tf.bitwise.bitwise_and(window, mask)
 
 
+def scalar_bytes(value: tf.Tensor) -> tf.Tensor:
+  """The little-endian bytes of a 4-byte scalar (or of each element of a vector)."""
+  return tf.reshape(tf.bitcast(value, tf.uint8), [-1])
+
+
 def bytes_to_string(data: tf.Tensor) -> tf.Tensor:
   """A `uint8` vector as a scalar `tf.string` holding exactly those bytes."""
   # The raw bytes are the last field of the serialized TensorProto.
