@@ -59,13 +59,8 @@ def load(path, overrides=()) -> tuple[config_lib.ExperimentConfig, list]:
   sweeps = raw.pop('sweep', None)
   if not isinstance(sweeps, list) or not sweeps:
     raise config_lib.ConfigError(f'{path}: needs at least one [[sweep]] table.')
-  base_path = path.with_suffix('.base.toml.tmp')
-  try:
-    base_path.write_text(_to_toml(raw))
-    base = config_lib.load(base_path, overrides)
-  finally:
-    base_path.unlink(missing_ok=True)
-  base.name = raw.get('name', path.stem)
+  raw.setdefault('name', path.stem)
+  base = config_lib.from_raw(raw, overrides)
   runs = []
   for i, sweep in enumerate(sweeps):
     unknown = set(sweep) - {'method', 'settings'}
@@ -88,24 +83,6 @@ def load(path, overrides=()) -> tuple[config_lib.ExperimentConfig, list]:
   if len(set(labels)) != len(labels):
     raise config_lib.ConfigError(f'{path}: two sweep settings give the same run {labels}.')
   return base, runs
-
-
-def _to_toml(raw: dict) -> str:
-  """The plain sections of a config as TOML (values via JSON, which TOML accepts)."""
-  lines = []
-  for key, value in raw.items():
-    if not isinstance(value, dict):
-      lines.append(f'{key} = {json.dumps(value)}')
-  for key, value in raw.items():
-    if isinstance(value, dict):
-      lines.append(f'[{key}]')
-      for k, v in value.items():
-        if isinstance(v, dict):
-          inner = ', '.join(f'{ik} = {json.dumps(iv)}' for ik, iv in v.items())
-          lines.append(f'{k} = {{{inner}}}')
-        else:
-          lines.append(f'{k} = {json.dumps(v)}')
-  return '\n'.join(lines) + '\n'
 
 
 def pareto_front(points: list[tuple[float, float]], higher_is_better: bool) -> list[bool]:

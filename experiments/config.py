@@ -178,6 +178,12 @@ def load(path, overrides=()) -> ExperimentConfig:
   except tomllib.TOMLDecodeError as e:
     raise ConfigError(f'{path} is not valid TOML: {e}.') from None
   raw.setdefault('name', path.stem)
+  return from_raw(raw, overrides)
+
+
+def from_raw(raw: dict, overrides=()) -> ExperimentConfig:
+  """Applies `--set` overrides to a parsed TOML document, then validates it."""
+  raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
   for override in overrides:
     section, key, value = _parse_override(override)
     if section == 'name':
