@@ -13,6 +13,7 @@ import numbers
 
 import tensorflow as tf
 
+from tff_rdq.aggregators import quantize_encode
 from tff_rdq.codecs import bitstream
 
 
@@ -130,6 +131,30 @@ def squared_error(values: tf.Tensor, reconstruction: tf.Tensor) -> tf.Tensor:
   """Sum of squared differences, in float64."""
   return tf.reduce_sum(tf.square(tf.cast(reconstruction, tf.float64)
                                  - tf.cast(values, tf.float64)))
+
+
+def encode_tensors(flat_values, encode_tensor):
+  """The per-tensor loop of a compressor's `encode`.
+
+  Args:
+    flat_values: The client's float32 vectors.
+    encode_tensor: `(values, tensor_seed) -> (parts, reconstruction)`, where
+      `tensor_seed` is `[client_seed, i]` for tensor `i` (`client_seed` from
+      `quantize_encode.client_seed`; `tensor_seed[0]` is what a server needing
+      the seed must be sent), `parts` the list of `uint8` vectors making up the
+      tensor's stream and `reconstruction` what the server will decode.
+
+  Returns:
+    `(streams, squared_error)`: one scalar `tf.string` per tensor and the
+    float64 sum of squared reconstruction errors.
+  """
+  seed = quantize_encode.client_seed(flat_values)
+  streams, total_error = [], tf.constant(0.0, tf.float64)
+  for i, values in enumerate(flat_values):
+    parts, reconstruction = encode_tensor(values, tf.stack([seed, tf.constant(i, tf.int32)]))
+    total_error += squared_error(values, reconstruction)
+    streams.append(bitstream.bytes_to_string(tf.concat(parts, 0)))
+  return streams, total_error
 
 
 def finite_nonnegative(value: tf.Tensor) -> tf.Tensor:

@@ -47,7 +47,6 @@ import collections
 import tensorflow as tf
 
 from tff_rdq.aggregators import compressed
-from tff_rdq.aggregators import quantize_encode
 from tff_rdq.baselines import _common
 from tff_rdq.codecs import bitstream
 
@@ -108,12 +107,10 @@ class DriveCompressor(_common.StatelessCompressor):
 
   def encode(self, flat_values, params):
     del params  # Stateless.
-    seed = quantize_encode.client_seed(flat_values)
-    streams = []
-    total_error = tf.constant(0.0, tf.float64)
-    for i, values in enumerate(flat_values):
+
+    def encode_tensor(values, tensor_seed):
       n = int(values.shape[0])
-      signs = random_signs(padded_size(n), tf.stack([seed, tf.constant(i, tf.int32)]))
+      signs = random_signs(padded_size(n), tensor_seed)
       rotated = rotate(values, signs)
       positive = rotated >= 0
       l1 = tf.reduce_sum(tf.abs(rotated))
@@ -121,14 +118,12 @@ class DriveCompressor(_common.StatelessCompressor):
         scale = tf.math.divide_no_nan(tf.reduce_sum(tf.square(values)), l1)
       else:
         scale = l1 / float(padded_size(n))
-      reconstruction = unrotate(
-          scale * tf.where(positive, 1.0, -1.0), signs, n)
-      total_error += _common.squared_error(values, reconstruction)
-      streams.append(bitstream.bytes_to_string(tf.concat([
-          bitstream.scalar_bytes(scale),
-          bitstream.scalar_bytes(seed),
-          _common.pack_fields(tf.cast(positive, tf.int64), 1),
-      ], 0)))
+      reconstruction = unrotate(scale * tf.where(positive, 1.0, -1.0), signs, n)
+      parts = [bitstream.scalar_bytes(scale), bitstream.scalar_bytes(tensor_seed[0]),
+               _common.pack_fields(tf.cast(positive, tf.int64), 1)]
+      return parts, reconstruction
+
+    streams, total_error = _common.encode_tensors(flat_values, encode_tensor)
     return streams, collections.OrderedDict(squared_error=total_error)
 
   def decode(self, streams, sizes):

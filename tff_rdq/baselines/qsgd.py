@@ -41,7 +41,6 @@ import collections
 import tensorflow as tf
 
 from tff_rdq.aggregators import compressed
-from tff_rdq.aggregators import quantize_encode
 from tff_rdq.baselines import _common
 from tff_rdq.codecs import bitstream
 from tff_rdq.codecs import elias_gamma
@@ -102,17 +101,13 @@ class QSGDCompressor(_common.StatelessCompressor):
 
   def encode(self, flat_values, params):
     del params  # Stateless.
-    seed = quantize_encode.client_seed(flat_values)
-    streams = []
-    total_error = tf.constant(0.0, tf.float64)
-    for i, values in enumerate(flat_values):
-      q, norms = quantize(values, self.levels, tf.stack([seed, tf.constant(i, tf.int32)]),
-                          self.bucket_size)
-      reconstruction = dequantize(q, norms, self.levels, self.bucket_size)
-      total_error += _common.squared_error(values, reconstruction)
-      streams.append(bitstream.bytes_to_string(tf.concat([
-          bitstream.scalar_bytes(norms),
-          elias_gamma.encode_to_bytes(q, self.block_size)], 0)))
+
+    def encode_tensor(values, tensor_seed):
+      q, norms = quantize(values, self.levels, tensor_seed, self.bucket_size)
+      parts = [bitstream.scalar_bytes(norms), elias_gamma.encode_to_bytes(q, self.block_size)]
+      return parts, dequantize(q, norms, self.levels, self.bucket_size)
+
+    streams, total_error = _common.encode_tensors(flat_values, encode_tensor)
     return streams, collections.OrderedDict(squared_error=total_error)
 
   def decode(self, streams, sizes):

@@ -40,7 +40,6 @@ import collections
 import tensorflow as tf
 
 from tff_rdq.aggregators import compressed
-from tff_rdq.aggregators import quantize_encode
 from tff_rdq.baselines import _common
 from tff_rdq.codecs import bitstream
 from tff_rdq.codecs import elias_gamma
@@ -76,18 +75,16 @@ class TernGradCompressor(_common.StatelessCompressor):
 
   def encode(self, flat_values, params):
     del params  # Stateless.
-    seed = quantize_encode.client_seed(flat_values)
-    streams = []
-    total_error = tf.constant(0.0, tf.float64)
-    for i, values in enumerate(flat_values):
-      q, scale = ternarize(values, tf.stack([seed, tf.constant(i, tf.int32)]))
-      total_error += _common.squared_error(values, tf.cast(q, tf.float32) * scale)
+
+    def encode_tensor(values, tensor_seed):
+      q, scale = ternarize(values, tensor_seed)
       if self.coding == 'packed':
         body = _common.pack_fields(q + 1, _FIELD_BITS)
       else:
         body = elias_gamma.encode_to_bytes(q, self.block_size)
-      streams.append(bitstream.bytes_to_string(
-          tf.concat([bitstream.scalar_bytes(scale), body], 0)))
+      return [bitstream.scalar_bytes(scale), body], tf.cast(q, tf.float32) * scale
+
+    streams, total_error = _common.encode_tensors(flat_values, encode_tensor)
     return streams, collections.OrderedDict(squared_error=total_error)
 
   def decode(self, streams, sizes):

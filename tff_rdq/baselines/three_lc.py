@@ -137,13 +137,14 @@ class ThreeLCCompressor(_common.StatelessCompressor):
 
   def encode(self, flat_values, params):
     del params  # Stateless.
-    streams = []
-    total_error = tf.constant(0.0, tf.float64)
-    for values in flat_values:
+
+    def encode_tensor(values, tensor_seed):
+      del tensor_seed  # Deterministic.
       q, scale = quantize(values, self.sparsity_multiplier)
-      total_error += _common.squared_error(values, tf.cast(q, tf.float32) * scale)
-      streams.append(bitstream.bytes_to_string(tf.concat(
-          [bitstream.scalar_bytes(scale), zero_run_encode(pack(q))], 0)))
+      parts = [bitstream.scalar_bytes(scale), zero_run_encode(pack(q))]
+      return parts, tf.cast(q, tf.float32) * scale
+
+    streams, total_error = _common.encode_tensors(flat_values, encode_tensor)
     return streams, collections.OrderedDict(squared_error=total_error)
 
   def decode(self, streams, sizes):
