@@ -1,22 +1,31 @@
-"""Benchmark: in-graph codecs inside a TFF computation vs tensorflow-compression's C++ op.
+"""Benchmark: in-graph codecs inside TFF's worker vs tensorflow-compression's C++ op.
 
 For each step size, quantizes a Laplacian "update" of 4,050,748 values (the Stack Overflow
-model's size) to integers, then times in the same process:
-  - each selected codec of ours (`--codec`: `rans`, `elias_gamma` or `both`): encode and
-    decode, each as its own `tff.tensorflow.computation` run in TFF's C++ worker (the time
-    includes moving the input tensor to the worker and the result back; the line `transfer`
-    times an identity computation on the same tensor for reference);
-  - tfc: `tfc.run_length_gamma_encode` / `run_length_gamma_decode`, eagerly in Python.
-Reports the median of `--repeats` timings and, per codec, bits per parameter: total, side
+model's size) to integers, then times in the same process, paired repetition by repetition:
+  - each selected codec of ours (`--codec`: `rans`, `elias_gamma` or `both`) with the data
+    already inside TFF's C++ worker: one `tff.tensorflow.computation` encodes the integers
+    `--inner` times in sequence (each run starts when the previous one has ended), then
+    decodes the stream `--inner` times; `tf.timestamp` ops inside the computation, before
+    and after each sequence, time encode and decode there. So the times are coding alone,
+    as in a round, where the integers never leave the worker; moving 16 MB of int32 in or
+    out (`transfer`, printed) is not counted. As a cross-check, the whole call minus a no-op
+    call with the same input and output types, divided by `--inner`, is printed
+    (`call-noop`: noisy, since the transfer is large against the coding at high steps);
+  - tfc: `tfc.run_length_gamma_encode` / `run_length_gamma_decode`, eagerly in Python on an
+    eager tensor (C++, single-threaded).
+Reports medians over `--repeats` and, per codec, bits per parameter: total, side
 information (`side_info_bits`), for rans also the lane states (the rANS flush, counted as
 coded bits), the excess over `n * H + side info` (H: the empirical zeroth-order entropy of
 the integers, bits per value) and the saving against elias_gamma's bits. Time ratios are
-against tfc's eager encode+decode (`x tfc`) and our elias_gamma's (`x eg`, when it is run).
+against tfc's encode+decode (`x tfc`) and our elias_gamma's (`x eg`, when it is run).
+`--json` prints one JSON object per step and codec instead of the table.
 """
 
 import argparse
 import gc
+import json
 import os
+import sys
 import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -30,13 +39,10 @@ from tff_rdq.codecs import elias_gamma
 from tff_rdq.codecs import rans
 
 
-def _median_time(fn, repeats):
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    result = fn()
-    times.append(time.perf_counter() - start)
-  return float(np.median(times)), result
+def _timed(fn):
+  start = time.perf_counter()
+  result = fn()
+  return time.perf_counter() - start, result
 
 
 def empirical_entropy(values: np.ndarray) -> float:
@@ -45,9 +51,43 @@ def empirical_entropy(values: np.ndarray) -> float:
   return float(-(p * np.log2(p)).sum())
 
 
-def _computations(codec, n, block):
-  """`(encode, decode, side_info_bits, lane_state_bits)` of one codec."""
-  int_type = tff.TensorType(np.int32, [n])
+def _chain(fn, x, inner):
+  """`fn(x)` `inner` times in sequence: each run starts after the previous one ended."""
+  out = None
+  for _ in range(inner):
+    arg = x
+    if out is not None:
+      with tf.control_dependencies(tf.nest.flatten(out)):
+        arg = tf.identity(x)
+    out = fn(arg)
+  return out
+
+
+def _timed_in_graph(fn, x, inner):
+  """`(fn(x) run inner times in sequence, seconds per run)`, timed inside the graph.
+
+  `tf.timestamp` ops before the first run starts and after the last one ended
+  measure the coding alone, inside TFF's worker: no transfer in or out.
+  """
+  start = tf.timestamp()
+  with tf.control_dependencies([start]):
+    x = tf.nest.map_structure(tf.identity, x)
+  out = _chain(fn, x, inner)
+  with tf.control_dependencies(tf.nest.flatten(out)):
+    end = tf.timestamp()
+  with tf.control_dependencies([end]):
+    out = tf.nest.map_structure(tf.identity, out)
+  return out, (end - start) / inner
+
+
+def _computation(codec, n, block, inner):
+  """`(round_trip, side_info_bits, lane_state_bits)` of one codec.
+
+  `round_trip(x)` encodes `x` `inner` times in sequence, then decodes the last
+  stream `inner` times, inside one computation; it returns the stream, the
+  decoded values and the seconds per encode and per decode, each measured in the
+  worker with `tf.timestamp` (`_timed_in_graph`).
+  """
   if codec == 'rans':
     encode_fn, decode_fn = rans.encode, lambda s: rans.decode(s, n)
     side = lambda data: rans.side_info_bits(data, n)
@@ -58,82 +98,139 @@ def _computations(codec, n, block):
     side = lambda data: elias_gamma.side_info_bits(data, n, block)
     states = lambda data: 0
 
-  @tff.tensorflow.computation(int_type)
-  def encode(x):
-    return encode_fn(x)
+  @tff.tensorflow.computation(tff.TensorType(np.int32, [n]))
+  def round_trip(x):
+    stream, encode_s = _timed_in_graph(encode_fn, x, inner)
+    decoded, decode_s = _timed_in_graph(decode_fn, stream, inner)
+    return stream, decoded, encode_s, decode_s
 
-  @tff.tensorflow.computation(tff.TensorType(np.str_))
-  def decode(s):
-    return decode_fn(s)
+  return round_trip, side, states
 
-  return encode, decode, side, states
+
+def _no_op(n):
+  """A computation with `round_trip`'s input and output types that does no coding."""
+
+  @tff.tensorflow.computation(tff.TensorType(np.int32, [n]))
+  def no_op(x):
+    zero = tf.constant(0.0, tf.float64)
+    return tf.strings.as_string(x[0]), tf.identity(x), zero, zero
+
+  return no_op
 
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument('--size', type=int, default=4_050_748)
-  parser.add_argument('--steps', type=float, nargs='+', default=[0.25, 0.5, 1.0, 2.0, 4.0, 6.0, 8.0, 16.0])
+  parser.add_argument('--steps', type=float, nargs='+',
+                      default=[0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0])
   parser.add_argument('--block-size', type=int, default=elias_gamma.DEFAULT_BLOCK_SIZE,
                       help='elias_gamma block size')
   parser.add_argument('--codec', choices=['both', 'rans', 'elias_gamma'], default='both')
-  parser.add_argument('--repeats', type=int, default=3)
+  parser.add_argument('--repeats', type=int, default=5, help='paired repetitions (medians)')
+  parser.add_argument('--inner', type=int, default=4,
+                      help='codings in sequence per computation call')
+  parser.add_argument('--json', action='store_true',
+                      help='one JSON object per step and codec on stdout, no table')
   args = parser.parse_args(argv)
 
-  n, block = args.size, args.block_size
+  n, block, inner = args.size, args.block_size, args.inner
   codecs = ['elias_gamma', 'rans'] if args.codec == 'both' else [args.codec]
   tff.backends.native.set_sync_local_cpp_execution_context()
-  computations = {codec: _computations(codec, n, block) for codec in codecs}
+  try:
+    _run(args, n, block, inner, codecs)
+  finally:
+    # Stop the TFF worker this process started.
+    tff.backends.native.set_sync_local_cpp_execution_context()
+    gc.collect()
 
-  @tff.tensorflow.computation(tff.TensorType(np.int32, [n]))
-  def identity(x):
-    return tf.identity(x)
+
+def _run(args, n, block, inner, codecs):
+  computations = {codec: _computation(codec, n, block, inner) for codec in codecs}
+  no_op = _no_op(n)
+  log = sys.stderr if args.json else sys.stdout
 
   rng = np.random.default_rng(0)
   update = rng.laplace(size=n).astype(np.float32)
-  print(f'{n:,} values, elias_gamma block size {block}, median of {args.repeats} runs '
-        '(seconds); bits per parameter (b/p)')
-  print(f"{'step':>6} {'codec':>11} {'entropy':>8} {'b/p':>7} {'side':>7} {'states':>7} "
-        f"{'excess':>7} {'vs eg':>7} {'enc':>7} {'dec':>7} {'total':>7} {'x tfc':>6} {'x eg':>6}")
-  identity(np.zeros(n, np.int32))
-  transfer, _ = _median_time(lambda: identity(np.zeros(n, np.int32)), args.repeats)
+  print(f'{n:,} values, elias_gamma block size {block}; our times: coding inside the TFF '
+        f'worker (tf.timestamp around {inner} codings in sequence); medians of '
+        f'{args.repeats} paired repetitions (seconds); bits per parameter (b/p)', file=log)
+  if not args.json:
+    print(f"{'step':>6} {'codec':>11} {'entropy':>8} {'b/p':>7} {'side':>7} {'states':>7} "
+          f"{'excess':>7} {'vs eg':>7} {'enc':>7} {'dec':>7} {'total':>7} {'x tfc':>6} "
+          f"{'x eg':>6} {'call-noop':>9}")
+  zeros = np.zeros(n, np.int32)
+  no_op(zeros)
+  transfer = float(np.median([_timed(lambda: no_op(zeros))[0] for _ in range(3)]))
   for step in args.steps:
     ints = np.round(update / step).astype(np.int32)
     entropy = empirical_entropy(ints)
     tensor = tf.constant(ints)
-    tfc_enc, ref = _median_time(lambda: tfc.run_length_gamma_encode(tensor), args.repeats)
-    tfc_dec, ref_decoded = _median_time(
-        lambda: tfc.run_length_gamma_decode(ref, [n]), args.repeats)
-    assert np.array_equal(ref_decoded.numpy(), ints)
+    ref = tfc.run_length_gamma_encode(tensor)
+    assert np.array_equal(tfc.run_length_gamma_decode(ref, [n]).numpy(), ints)
     tfc_bits = 8 * len(ref.numpy())
-    rows = {}
+    streams = {}
     for codec in codecs:
-      encode, decode, side_fn, states_fn = computations[codec]
-      encode(ints)  # first call pays tracing and compilation
-      enc_time, stream = _median_time(lambda: encode(ints), args.repeats)
-      decode(stream)
-      dec_time, decoded = _median_time(lambda: decode(stream), args.repeats)
+      round_trip = computations[codec][0]
+      stream, decoded, _, _ = round_trip(ints)  # the first call pays the worker's compilation
       if not np.array_equal(decoded, ints):
         raise SystemExit(f'{codec}: round trip failed at step {step}')
+      streams[codec] = stream
+    times = {codec: ([], [], []) for codec in codecs + ['tfc']}
+    for _ in range(args.repeats):
+      for codec in codecs:
+        base, _ = _timed(lambda: no_op(ints))
+        full, (_, _, encode_s, decode_s) = _timed(lambda: computations[codec][0](ints))
+        times[codec][0].append(float(encode_s))
+        times[codec][1].append(float(decode_s))
+        # Cross-check: the whole call minus a no-op call, per encode + decode.
+        times[codec][2].append((full - base) / inner)
+      times['tfc'][0].append(_timed(lambda: tfc.run_length_gamma_encode(tensor).numpy())[0])
+      times['tfc'][1].append(_timed(lambda: tfc.run_length_gamma_decode(ref, [n]).numpy())[0])
+      times['tfc'][2].append(times['tfc'][0][-1] + times['tfc'][1][-1])
+    medians = {c: (float(np.median(e)), float(np.median(d)), float(np.median(w)))
+               for c, (e, d, w) in times.items()}
+    # Ratios: medians of the per-repetition ratios (paired), not ratios of medians.
+    totals = {c: np.add(times[c][0], times[c][1]) for c in times}
+    rows = {}
+    for codec in codecs:
+      stream = streams[codec]
+      _, side_fn, states_fn = computations[codec]
       data = tf.constant(np.frombuffer(stream, np.uint8))
-      rows[codec] = (8 * len(stream), int(side_fn(data)), int(states_fn(data)),
-                     enc_time, dec_time)
-    rows['tfc (eager)'] = (tfc_bits, 0, 0, tfc_enc, tfc_dec)
+      rows[codec] = (8 * len(stream), int(side_fn(data)), int(states_fn(data)))
+    rows['tfc'] = (tfc_bits, 0, 0)
     eg_bits = rows['elias_gamma'][0] if 'elias_gamma' in rows else tfc_bits
-    eg_time = sum(rows['elias_gamma'][3:]) if 'elias_gamma' in rows else None
-    for codec, (bits, side, states, enc_time, dec_time) in rows.items():
-      total = enc_time + dec_time
-      excess = bits / (n * entropy + side) - 1 if entropy > 0 else float('nan')
-      x_eg = f'{total / eg_time:>6.2f}' if eg_time else f"{'-':>6}"
+    tfc_enc, tfc_dec, _ = medians['tfc']
+    for codec, (bits, side, states) in rows.items():
+      enc_time, dec_time, call_time = medians[codec]
+      x_tfc = float(np.median(totals[codec] / totals['tfc']))
+      x_eg = (float(np.median(totals[codec] / totals['elias_gamma']))
+              if 'elias_gamma' in rows else None)
+      excess = bits / (n * entropy + side) - 1 if entropy > 0 else None
+      record = dict(
+          step=step, codec=codec, n=n, entropy=entropy, bits_per_param=bits / n,
+          side_bits_per_param=side / n, state_bits_per_param=states / n, excess=excess,
+          saving_vs_eg=1 - bits / eg_bits, encode_s=enc_time, decode_s=dec_time,
+          total_s=enc_time + dec_time, tfc_encode_s=tfc_enc, tfc_decode_s=tfc_dec,
+          tfc_s=tfc_enc + tfc_dec, ratio_tfc=x_tfc, ratio_eg=x_eg,
+          call_minus_no_op_s=call_time if codec != 'tfc' else None,
+          block_size=block if codec == 'elias_gamma' else None, repeats=args.repeats,
+          inner=inner if codec != 'tfc' else 1, transfer_s=transfer)
+      if args.json:
+        print(json.dumps(record), flush=True)
+        continue
+      excess_text = f'{excess:>+7.2%}' if excess is not None else f"{'-':>7}"
+      x_eg_text = f'{x_eg:>6.2f}' if x_eg is not None else f"{'-':>6}"
       print(f'{step:>6} {codec:>11} {entropy:>8.4f} {bits / n:>7.4f} {side / n:>7.5f} '
-            f'{states / n:>7.5f} {excess:>+7.2%} {1 - bits / eg_bits:>+7.1%} {enc_time:>7.3f} '
-            f'{dec_time:>7.3f} {total:>7.3f} {total / (tfc_enc + tfc_dec):>6.2f} {x_eg}',
-            flush=True)
-  print(f'transfer (identity computation on {n:,} int32 in and out): {transfer:.3f}')
-  print('excess: bits / (n * entropy + side) - 1; vs eg: bits saved against elias_gamma '
-        '(tfc\'s stream when elias_gamma is not run); states: included in b/p, not in side.')
-  # Stop the TFF worker this process started.
-  tff.backends.native.set_sync_local_cpp_execution_context()
-  gc.collect()
+            f'{states / n:>7.5f} {excess_text} {1 - bits / eg_bits:>+7.1%} {enc_time:>7.4f} '
+            f'{dec_time:>7.4f} {enc_time + dec_time:>7.4f} {x_tfc:>6.2f} {x_eg_text} '
+            f'{call_time:>9.4f}', flush=True)
+  print(f'transfer (no-op computation, {n:,} int32 in and out; not in the times above): '
+        f'{transfer:.3f} s', file=log)
+  if not args.json:
+    print('excess: bits / (n * entropy + side) - 1; vs eg: bits saved against elias_gamma '
+          '(tfc\'s stream when elias_gamma is not run); states: included in b/p, not in side; '
+          'x tfc, x eg: medians of the paired per-repetition time ratios; call-noop: the '
+          'whole call minus a no-op call, per encode + decode (a noisy cross-check).')
 
 
 if __name__ == '__main__':

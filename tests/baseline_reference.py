@@ -1,8 +1,8 @@
 """NumPy references shared by the baseline tests (`tests/test_baseline_*.py`).
 
-Independent re-implementations of what the TF code computes: the byte count
-of `tff_rdq.codecs.elias_gamma`'s blocked format, the client seed, a small
-test structure of two tensors, and the weighted mean of 3 clients.
+NumPy re-implementations of what the TF code computes (the client seed, the
+weighted mean of 3 clients), a small test structure of two tensors, and the
+Elias-gamma byte counts from the codec's own closed form.
 """
 
 import collections
@@ -10,6 +10,8 @@ import collections
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
+
+from tff_rdq import codecs
 
 # Keys deliberately not sorted: the compressors see the tensors in `tf.nest`
 # order (sorted keys: bias, kernel), which `flat` and `SIZES` follow.
@@ -45,7 +47,7 @@ def flat(client):
 
 
 def client_seed(flat_values) -> int:
-  """`quantize_encode.client_seed`: the bits of the float32 L1 norm."""
+  """`compressor.client_seed`: the bits of the float32 L1 norm."""
   total = np.float32(sum(np.abs(v.astype(np.float64)).sum() for v in flat_values))
   return int(np.array(total, np.float32).view(np.int32))
 
@@ -65,40 +67,18 @@ def assert_result_close(result, expected_flat, rtol=1e-5, atol=1e-6):
     np.testing.assert_allclose(got.reshape(-1), want, rtol=rtol, atol=atol, err_msg=name)
 
 
-def gamma_bits(v) -> np.ndarray:
-  """Length of the Elias-gamma code of integers v >= 1."""
-  return np.array([2 * int(x).bit_length() - 1 for x in np.reshape(v, -1)], np.int64)
-
-
-def _block_bytes(values, block_size):
-  """Bytes of each block stream of the blocked Elias-gamma format."""
-  values = np.asarray(values, np.int64).reshape(-1)
-  block_bytes = []
-  for start in range(0, values.size, block_size):
-    block = values[start:start + block_size]
-    positions = np.flatnonzero(block)
-    runs = np.diff(np.concatenate([[-1], positions]))  # Zeros before + 1.
-    bits = int(np.sum(gamma_bits(runs)) + positions.size
-               + np.sum(gamma_bits(np.abs(block[positions]))))
-    trailing = block.size - 1 - (positions[-1] if positions.size else -1)
-    if trailing > 0:
-      bits += int(gamma_bits(trailing + 1))
-    block_bytes.append((bits + 7) // 8)
-  return block_bytes
+def elias_gamma_num_bytes(values, block_size=1024) -> int:
+  """Bytes of `elias_gamma.encode_to_bytes(values, block_size)` (the codec's
+  closed form, itself tested against tensorflow-compression in test_codecs)."""
+  values = tf.constant(np.asarray(values, np.int32).reshape(-1))
+  return int(codecs.EliasGammaCodec(block_size).coded_bits(values)) // 8
 
 
 def elias_gamma_header_bits(values, block_size=1024) -> int:
-  """Header and block-table bits of that format (its side information):
-  one byte w, then one w-bit length per block, w the largest length's width."""
-  block_bytes = _block_bytes(values, block_size)
-  width = max(block_bytes, default=0).bit_length()
-  return 8 * (1 + (len(block_bytes) * width + 7) // 8)
-
-
-def elias_gamma_num_bytes(values, block_size=1024) -> int:
-  """Bytes of `elias_gamma.encode_to_bytes(values, block_size)`."""
-  return elias_gamma_header_bits(values, block_size) // 8 + sum(
-      _block_bytes(values, block_size))
+  """Header and block-table bits of that format (its side information)."""
+  codec = codecs.EliasGammaCodec(block_size)
+  values = tf.constant(np.asarray(values, np.int32).reshape(-1))
+  return int(codec.side_info_bits(codec.encode_to_bytes(values), int(values.shape[0])))
 
 
 def graph_decode(compressor, sizes=SIZES):

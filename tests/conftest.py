@@ -26,7 +26,7 @@ def tff_context():
 
 @pytest.fixture(autouse=True)
 def local_context_available():
-  """Reinstalls a local context where a runner (e.g. `experiments.stackoverflow.run`)
+  """Reinstalls a local context where a runner (e.g. `tff_rdq.experiments.stackoverflow.run`)
   left the can't-run-anything context that `stop_tff_workers` installs."""
   from tensorflow_federated.python.core.impl.context_stack import runtime_error_context
   if isinstance(tff.framework.get_context_stack().current,

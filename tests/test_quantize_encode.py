@@ -5,9 +5,9 @@ import collections
 import numpy as np
 import pytest
 import tensorflow as tf
-import tensorflow_compression as tfc
 import tensorflow_federated as tff
 
+from tff_rdq import codecs
 from tff_rdq.aggregators import compressed
 from tff_rdq.aggregators import quantize_encode
 
@@ -26,12 +26,9 @@ def _updates(num_clients, seed=0):
       for k, s in SHAPES.items()) for i in range(num_clients)]
 
 
-def _eg_bytes(integers, block_size=1024):
-  """Closed-form size of the blocked Elias-gamma format, from tfc's op."""
-  blocks = [integers[i:i + block_size] for i in range(0, len(integers), block_size)]
-  lengths = [len(tfc.run_length_gamma_encode(tf.constant(b)).numpy()) for b in blocks]
-  width = max(lengths).bit_length()
-  return 1 + (len(blocks) * width + 7) // 8 + sum(lengths)
+def _eg_bytes(integers):
+  """Bytes of the blocked Elias-gamma format (the codec's closed form)."""
+  return int(codecs.EliasGammaCodec().coded_bits(tf.constant(integers, tf.int32))) // 8
 
 
 @pytest.fixture(scope='module')

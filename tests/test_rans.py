@@ -1,5 +1,6 @@
 """Tests of the in-graph rANS codec: a numpy model of its format, and tfc's range coder as oracle."""
 
+import functools
 import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -87,8 +88,12 @@ def _run_freqs(n, nonzero, limit):
   return _quantize(weights, present)
 
 
-def _model(values, lanes, central, limit):
-  """Symbols, frequencies and per-lane phrases `[(run, value symbol or None)]`."""
+def _model(values, lanes, central, limit, extra_classes=0, value_freqs=None):
+  """Symbols, frequencies and per-lane phrases `[(run, value symbol or None)]`.
+
+  `extra_classes` and `value_freqs` make non-canonical variants: unused escape
+  classes, and other frequencies than the canonical ones.
+  """
   n = len(values)
   nonzero = values[values != 0].astype(np.int64)
   excess = np.abs(nonzero) - central
@@ -97,8 +102,11 @@ def _model(values, lanes, central, limit):
   symbols = np.where(escaped, 2 * central + escape_class,
                      np.where(nonzero < 0, nonzero + central, nonzero + central - 1))
   num_classes = int(escape_class[escaped].max()) + 1 if escaped.any() else 0
+  num_classes += extra_classes
   counts = np.bincount(symbols, minlength=2 * central + num_classes)
-  model = dict(num_classes=num_classes, value_freqs=_quantize(counts, counts > 0),
+  if value_freqs is None:
+    value_freqs = _quantize(counts, counts > 0)
+  model = dict(num_classes=num_classes, value_freqs=value_freqs,
                run_freqs=_run_freqs(n, len(nonzero), limit), lanes=[])
   symbol_of = iter(symbols.tolist())
   block = -(-n // lanes) if lanes else 1
@@ -122,9 +130,14 @@ def _model(values, lanes, central, limit):
   return model
 
 
-def _reference_encode(values, lanes, central, limit):
-  """The whole stream, built from the format description; plus the model."""
-  model = _model(values, lanes, central, limit)
+def _reference_encode(values, lanes, central, limit, extra_steps=0, extra_nonzero=0,
+                      **variant):
+  """The whole stream, built from the format description; plus the model.
+
+  `extra_steps`, `extra_nonzero` and `variant` (see `_model`) make
+  non-canonical variants.
+  """
+  model = _model(values, lanes, central, limit, **variant)
   run_f, value_f = model['run_freqs'], model['value_freqs']
   run_c, value_c = np.cumsum(run_f) - run_f, np.cumsum(value_f) - value_f
   words, states = {}, []
@@ -141,9 +154,9 @@ def _reference_encode(values, lanes, central, limit):
         x = (x // f << 16) + x % f + c
     states.append(x)
   lengths = [int(f).bit_length() for f in value_f]
-  fields = [(int((values != 0).sum()), 32), (lanes, 32), (central, 16),
+  fields = [(int((values != 0).sum()) + extra_nonzero, 32), (lanes, 32), (central, 16),
             (model['num_classes'], 6), (limit, 16),
-            (max([len(phrases) for phrases in model['lanes']], default=0), 32)]
+            (max([len(phrases) for phrases in model['lanes']], default=0) + extra_steps, 32)]
   fields += [(length, 5) for length in lengths]
   fields += [(int(f) - (1 << (length - 1)), length - 1) for f, length in zip(value_f, lengths)
              if length > 1]
@@ -383,3 +396,159 @@ def test_all_nonzero_round_trip_inside_tff_worker():
   decoded, ok = round_trip(values)
   assert ok
   np.testing.assert_array_equal(decoded, values)
+
+
+# --- Canonical decoding: every non-canonical form is rejected. ---
+
+
+_CANON_LANE_OVERHEAD = 0.05
+
+
+def _canon_values():
+  rng = np.random.default_rng(77)
+  # Magnitudes 3 and 4 never occur below K = 5: their symbols are unused.
+  values = rng.choice(np.array([0, 0, 0, 0, 1, -1, 2, -2, 5, -5], np.int32), 3000)
+  values[rng.choice(3000, 12, replace=False)] = [9, -70000, 1000, 2**31 - 1, -2**31, 6,
+                                                  -6, 40, 41, -300, 12345, 7]
+  return values
+
+
+def _set_bit(data: bytes, position: int) -> bytes:
+  data = bytearray(data)
+  data[position // 8] |= 1 << (position % 8)
+  return bytes(data)
+
+
+def _non_canonical_forms(values):
+  data = _encode(values, lane_overhead=_CANON_LANE_OVERHEAD)
+  _, lanes, central, _, limit, _ = _header(data)
+  reference, model = _reference_encode(values, lanes, central, limit)
+  assert reference == data
+  freqs = model['value_freqs']
+  top = int(np.argmax(freqs))
+  present = [s for s in np.flatnonzero(freqs) if s != top]
+  unused = [s for s in range(len(freqs)) if freqs[s] == 0]
+  assert present and unused and lanes > 1 and model['num_classes'] > 0
+
+  def variant(**kwargs):
+    return _reference_encode(values, lanes, central, limit, **kwargs)[0]
+
+  moved = freqs.copy()
+  moved[top] -= 1
+  moved[present[0]] += 1
+  yield 'frequency_moved', variant(value_freqs=moved)
+  to_unused = freqs.copy()
+  to_unused[top] -= 1
+  to_unused[unused[0]] += 1
+  yield 'unused_symbol_frequency', variant(value_freqs=to_unused)
+  yield 'unused_escape_class', variant(extra_classes=1)
+  yield 'two_unused_escape_classes', variant(extra_classes=2)
+  yield 'steps_plus_one', variant(extra_steps=1)
+  yield 'nonzero_count_plus_one', variant(extra_nonzero=1)
+  # Header, table and lane states, before the alignment bits.
+  side_bits = (134 + 5 * len(freqs) + sum(max(int(f).bit_length() - 1, 0) for f in freqs)
+               + 36 * lanes)
+  assert side_bits % 8, 'the test needs alignment bits'
+  yield 'alignment_bit', _set_bit(data, side_bits)
+  yield 'alignment_last_bit', _set_bit(data, side_bits + (-side_bits % 8) - 1)
+  payload_bits = sum(width for _, width in model['payload'])
+  end = 8 * (side_bits + 7 >> 3) + 16 * model['num_words'] + payload_bits
+  assert end % 8, 'the test needs final padding bits'
+  yield 'padding_bit', _set_bit(data, end)
+  yield 'padding_last_bit', _set_bit(data, 8 * len(data) - 1)
+  yield 'trailing_zero_byte', data + b'\x00'
+  yield 'trailing_zero_word', data + b'\x00\x00'
+  yield 'trailing_bytes', data + b'\x01\x02\x03'
+  yield 'missing_last_byte', data[:-1]
+  yield 'header_only', data[:17]
+  yield 'empty', b''
+
+
+_FORM_NAMES = [
+    'frequency_moved', 'unused_symbol_frequency', 'unused_escape_class',
+    'two_unused_escape_classes', 'steps_plus_one', 'nonzero_count_plus_one',
+    'alignment_bit', 'alignment_last_bit', 'padding_bit', 'padding_last_bit',
+    'trailing_zero_byte', 'trailing_zero_word', 'trailing_bytes', 'missing_last_byte',
+    'header_only', 'empty']
+
+
+@functools.lru_cache(maxsize=1)
+def _forms():
+  forms = dict(_non_canonical_forms(_canon_values()))
+  assert list(forms) == _FORM_NAMES
+  return forms
+
+
+@pytest.mark.parametrize('form', _FORM_NAMES)
+def test_non_canonical_forms_are_rejected(form):
+  values = _canon_values()
+  bad = _forms()[form]
+  assert bad != _encode(values, lane_overhead=_CANON_LANE_OVERHEAD)
+  decoded, ok = _decode(bad, len(values))
+  assert not ok
+  assert not np.any(decoded)
+  with pytest.raises(tf.errors.InvalidArgumentError, match='truncated or corrupted'):
+    rans.decode(tf.constant(bad), len(values))
+
+
+def test_non_canonical_forms_are_rejected_inside_federated_computation():
+  values = _canon_values()
+  n = len(values)
+
+  @tff.tensorflow.computation(tff.TensorType(np.str_))
+  def decode(s):
+    return rans.decode_from_bytes(bitstream.string_to_bytes(s), n)
+
+  decoded, ok = decode(_encode(values, lane_overhead=_CANON_LANE_OVERHEAD))
+  assert ok
+  np.testing.assert_array_equal(decoded, values)
+  for form, bad in _forms().items():
+    decoded, ok = decode(bad)
+    assert not ok, form
+    assert not np.any(decoded), form
+
+
+def test_encoder_choices_are_free():
+  # K, R and lanes are the encoder's: other choices decode to the same values.
+  values = _canon_values()
+  for lanes, central, limit in [(1, 0, 1), (7, 0, 4096), (2, 5, 3), (3000, 200, 17),
+                                (13, 32767, 2)]:
+    data, _ = _reference_encode(values, lanes, central, limit)
+    decoded, ok = _decode(data, len(values))
+    assert ok, (lanes, central, limit)
+    np.testing.assert_array_equal(decoded, values)
+  # The empty vector: any R, nothing else.
+  for limit in [1, 4096]:
+    data, _ = _reference_encode(CASES['empty'], 0, 0, limit)
+    assert _decode(data, 0)[1]
+  assert not _decode(_reference_encode(CASES['empty'], 0, 0, 5, extra_classes=1)[0], 0)[1]
+
+
+def test_accepted_streams_are_exactly_the_encodings():
+  # Seeded fuzz: whatever is accepted is the canonical stream of the decoded
+  # values for the header's (K, R, lanes).
+  rng = np.random.default_rng(2028)
+  accepted = 0
+  for case in range(200):
+    n = int(rng.integers(1, 150))
+    values = np.round(rng.standard_cauchy(size=n) * rng.choice([0.3, 3.0])).clip(
+        -2**31, 2**31 - 1).astype(np.int32)
+    data = bytearray(_encode(values, lane_overhead=float(rng.choice([0.005, 0.5]))))
+    kind = case % 3
+    if kind == 0:
+      for _ in range(int(rng.integers(1, 3))):
+        position = int(rng.integers(len(data) * 8))
+        data[position // 8] ^= 1 << (position % 8)
+    elif kind == 1:  # header and table
+      position = int(rng.integers(min(len(data), 24) * 8))
+      data[position // 8] ^= 1 << (position % 8)
+    else:
+      data[int(rng.integers(len(data)))] = int(rng.integers(256))
+    decoded, ok = _decode(bytes(data), n)
+    if ok:
+      accepted += 1
+      _, lanes, central, _, limit, _ = _header(bytes(data))
+      assert _reference_encode(decoded, lanes, central, limit)[0] == bytes(data)
+    else:
+      assert not np.any(decoded)
+  assert accepted < 100

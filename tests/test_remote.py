@@ -251,7 +251,7 @@ def test_good_addresses_parse():
 
 
 def test_cli_reports_worker_errors_in_one_line(two_workers, capsys):
-  from experiments import cli  # pylint: disable=g-import-not-at-top
+  from tff_rdq.experiments import cli  # pylint: disable=g-import-not-at-top
   assert cli.main(['worker', '--port', str(two_workers[0].port)]) == 2
   assert cli.main(['run', os.path.join(_REPO, 'configs', 'tiny.toml'),
                    '--workers', f'{two_workers[0].address},nohost']) == 2

@@ -5,6 +5,7 @@ The TFF execution context (and its worker) is owned by `conftest.py`.
 
 import collections
 import math
+import pathlib
 
 import numpy as np
 import pytest
@@ -273,3 +274,16 @@ def test_decode_reports_truncated_streams(make):
     truncated = [tf.constant(streams[0].numpy()[:-cut])] + streams[1:]
     assert not bool(compressor.decode(truncated, sizes)['ok']), cut
   assert not bool(compressor.decode([tf.constant(b'')] * 2, sizes)['ok'])
+
+
+def test_private_tff_symbols_are_pinned_to_the_installed_version():
+  """Every private TFF symbol is reached through `tff_internals`, written
+  against one TFF version; an upgrade must revisit that module."""
+  assert tff_builtin.TFF_VERSION == tff.__version__ == '0.87.0'
+  package = pathlib.Path(tff_builtin.__file__).parent
+  for path in package.glob('*.py'):
+    text = path.read_text()
+    if path.name != 'tff_internals.py':
+      assert 'tensorflow_federated.python' not in text, path.name
+      assert 'tensorflow_model_optimization' not in text, path.name
+    assert 'os.environ' not in text, path.name

@@ -1,9 +1,10 @@
 """Factories for the mean and sum of client updates sent through a compressor.
 
-A *compressor* turns one client's update into one `tf.string` per tensor on
-the client placement and back into float32 values on the server. The factories
-here do the federated plumbing shared by every method of this project (ours
-and the baselines), so that every method's bits are counted the same way:
+A *compressor* (the protocol `tff_rdq.aggregators.compressor.Compressor`)
+turns one client's update into one `tf.string` per tensor on the client
+placement and back into float32 values on the server. The factories here do
+the federated plumbing shared by every method of this project (ours and the
+baselines), so that every method's bits are counted the same way:
 
 - On `CLIENTS`: a client whose update holds NaN or Inf sends an empty string
   per tensor (and is dropped and counted); otherwise `compressor.encode`.
@@ -13,25 +14,8 @@ and the baselines), so that every method's bits are counted the same way:
 - Weighted form (`CompressedMeanFactory`, a `WeightedAggregationFactory`): the
   client compresses its own *unweighted* update; the server multiplies by the
   weight after decoding and divides by the total weight. The weight (float32)
-  is counted as 32 bits of uplink side information.
+  is counted as `compressor.WEIGHT_BITS` (32) bits of uplink side information.
 - Unweighted form (`CompressedSumFactory`): the sum of the decoded updates.
-
-A compressor object provides:
-  `initial_state()`: the server state (a structure of tensors), in TF.
-  `client_params(state)`: what is broadcast to clients each round, in TF.
-  `encode(flat_values, params)`: float32 vectors -> `(streams, diagnostics)`,
-    a list of scalar `tf.string` (one per tensor) and an `OrderedDict` of
-    float64 scalars that must hold `squared_error` (sum over all elements of
-    the squared reconstruction error, which the client computes from the same
-    reconstruction the server will make); other keys are reported as their
-    mean and `<key>_std` across clients.
-  `diagnostic_names`: the keys `encode` returns, in order.
-  `decode(streams, sizes)`: -> `OrderedDict(values, ok, side_info_bits,
-    zeros)`: float32 vectors, whether every stream decoded exactly, the int64
-    side-information bits within the streams, the int64 count of zero
-    quantized symbols (for `sparsity`).
-  `update_state(state, diagnostic_means)`: the next server state, in TF, from
-    the round's mean diagnostics (for step-size control).
 
 Measurements (flat, at `SERVER`, every round):
   bits_per_parameter  mean over decoded clients of (client bits / parameters)
@@ -60,7 +44,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-_WEIGHT_BITS = 32
+from tff_rdq.aggregators import compressor as compressor_lib
+
 CORRUPT_MESSAGE = 'A client payload is truncated or corrupted'
 
 
@@ -96,7 +81,7 @@ def _build_process(compressor, value_type, weight_type):
   sizes = [int(np.prod(s.shape, dtype=np.int64)) for s in flat_specs]
   num_parameters = float(sum(sizes))
   weighted = weight_type is not None
-  weight_bits = _WEIGHT_BITS if weighted else 0
+  weight_bits = compressor_lib.WEIGHT_BITS if weighted else 0
   diagnostic_names = list(compressor.diagnostic_names)
   if 'squared_error' not in diagnostic_names:
     raise ValueError(f'{compressor!r} must have a `squared_error` diagnostic.')
@@ -260,15 +245,23 @@ def _build_process(compressor, value_type, weight_type):
   return tff.templates.AggregationProcess(init_fn, next_fn)
 
 
-class CompressedMeanFactory(tff.aggregators.WeightedAggregationFactory):
-  """Weighted mean of client updates sent through `compressor` (module doc)."""
+class _WithCompressor:
+  """Holds a compressor, checked against the protocol."""
 
-  def __init__(self, compressor):
+  def __init__(self, compressor: compressor_lib.Compressor):
+    if not isinstance(compressor, compressor_lib.Compressor):
+      raise TypeError(
+          f'{compressor!r} does not implement the compressor protocol'
+          ' (tff_rdq.aggregators.compressor.Compressor).')
     self._compressor = compressor
 
   @property
-  def compressor(self):
+  def compressor(self) -> compressor_lib.Compressor:
     return self._compressor
+
+
+class CompressedMeanFactory(_WithCompressor, tff.aggregators.WeightedAggregationFactory):
+  """Weighted mean of client updates sent through `compressor` (module doc)."""
 
   def create(self, value_type, weight_type) -> tff.templates.AggregationProcess:
     if weight_type is None:
@@ -276,15 +269,8 @@ class CompressedMeanFactory(tff.aggregators.WeightedAggregationFactory):
     return _build_process(self._compressor, value_type, weight_type)
 
 
-class CompressedSumFactory(tff.aggregators.UnweightedAggregationFactory):
+class CompressedSumFactory(_WithCompressor, tff.aggregators.UnweightedAggregationFactory):
   """Sum of client updates sent through `compressor` (module doc)."""
-
-  def __init__(self, compressor):
-    self._compressor = compressor
-
-  @property
-  def compressor(self):
-    return self._compressor
 
   def create(self, value_type) -> tff.templates.AggregationProcess:
     return _build_process(self._compressor, value_type, None)

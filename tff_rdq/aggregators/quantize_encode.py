@@ -25,7 +25,7 @@ compose with TFF's `clipping_factory` and `zeroing_factory` as inner factories.
 
 Step size: `step_size=s` quantizes with the fixed step `s` (state
 `OrderedDict(step_size=float32)`); `step_control=` takes a control from
-`tff_rdq.quantizers.step_control` instead: `Fixed`, `Schedule` (a function of
+`tff_rdq.aggregators.step_control` instead: `Fixed`, `Schedule` (a function of
 the round), `Lagrangian` (each client minimizes rate + lambda * distortion
 over a grid of candidate steps), `GlobalVote` (one step per round, re-centred
 on the clients' votes) or `BitBudget` (steered to a mean bits-per-parameter
@@ -44,30 +44,18 @@ import collections
 import tensorflow as tf
 
 from tff_rdq import codecs
+from tff_rdq import validation
 from tff_rdq.aggregators import compressed
+from tff_rdq.aggregators import compressor as compressor_lib
+from tff_rdq.aggregators import step_control as step_control_lib
 from tff_rdq.codecs import bitstream
-from tff_rdq.quantizers import step_control as step_control_lib
 from tff_rdq.quantizers import uniform
 
 _STEP_BYTES = 4
 _SEED_BYTES = 4
 
 
-def _check_step_size(step_size) -> float:
-  return step_control_lib.check_step_size(step_size)
-
-
-def client_seed(flat_values: list[tf.Tensor]) -> tf.Tensor:
-  """A per-client `int32` seed derived from the update itself.
-
-  The bit pattern of the update's float32 L1 norm: deterministic for a given
-  update (reproducible runs) and different across clients and rounds.
-  """
-  total = tf.add_n([tf.reduce_sum(tf.abs(v)) for v in flat_values])
-  return tf.bitcast(tf.cast(total, tf.float32), tf.int32)
-
-
-class QuantizeEncodeCompressor:
+class QuantizeEncodeCompressor(compressor_lib.Compressor):
   """Quantize with a step size, then code the integers (see module doc)."""
 
   def __init__(self, step_size=None, *, rounding='uniform', normalization='none',
@@ -79,21 +67,17 @@ class QuantizeEncodeCompressor:
       rounding: `uniform`, `stochastic` or `dithered`.
       normalization: `none`, `mean_abs`, `rms` or `max_abs`.
       codec: A name from `tff_rdq.codecs.CODEC_NAMES` or a codec object.
-      step_control: A control from `tff_rdq.quantizers.step_control`, instead
+      step_control: A control from `tff_rdq.aggregators.step_control`, instead
         of `step_size`.
       extra_bits: Bits per client that the transport adds outside the
         payload, counted in the `rate` diagnostic (32 for the weighted form).
     """
     self.step_control = step_control_lib.as_step_control(step_size, step_control)
     self.step_size = self.step_control.initial_step
-    uniform.check_rounding(rounding)
-    uniform.check_normalization(normalization)
-    if isinstance(extra_bits, bool) or not isinstance(extra_bits, int) or extra_bits < 0:
-      raise ValueError(f'extra_bits must be an int >= 0, got {extra_bits!r}.')
-    self.rounding = rounding
-    self.normalization = normalization
+    self.rounding = uniform.check_rounding(rounding)
+    self.normalization = uniform.check_normalization(normalization)
     self.codec = codecs.get_codec(codec)
-    self.extra_bits = extra_bits
+    self.extra_bits = validation.check_int('extra_bits', extra_bits, low=0)
     names = ['squared_error', 'step_size', 'rate']
     if self.step_control.lam is not None:
       names.append('objective')
@@ -140,15 +124,29 @@ class QuantizeEncodeCompressor:
     diagnostics.update(extra)
     return streams, diagnostics
 
-  def encode(self, flat_values, step):
-    if len(self.step_control.multipliers) > 1:
-      return self._encode_search(flat_values, step)
-    seed = client_seed(flat_values)
-    streams, squared_error = [], tf.constant(0.0, tf.float64)
+  def quantize(self, flat_values, step):
+    """The client's quantization at the un-normalized step `step` (no search).
+
+    Returns:
+      `(seed, tensors)`: the client seed and, per tensor, `(tensor_step,
+      tensor_seed, integers)`: its effective float32 step, its `[seed, i]`
+      seed and its `int32` integers, exactly what `encode` codes.
+    """
+    seed = compressor_lib.client_seed(flat_values)
+    tensors = []
     for i, values in enumerate(flat_values):
       tensor_step = uniform.normalized_step(values, step, self.normalization)
       tensor_seed = tf.stack([seed, tf.constant(i, tf.int32)])
-      integers = uniform.quantize(values, tensor_step, self.rounding, tensor_seed)
+      tensors.append((tensor_step, tensor_seed,
+                      uniform.quantize(values, tensor_step, self.rounding, tensor_seed)))
+    return seed, tensors
+
+  def encode(self, flat_values, step):
+    if len(self.step_control.multipliers) > 1:
+      return self._encode_search(flat_values, step)
+    seed, tensors = self.quantize(flat_values, step)
+    streams, squared_error = [], tf.constant(0.0, tf.float64)
+    for values, (tensor_step, tensor_seed, integers) in zip(flat_values, tensors):
       reconstruction = uniform.dequantize(
           integers, tensor_step, self.rounding, tensor_seed)
       squared_error += tf.reduce_sum(
@@ -162,16 +160,15 @@ class QuantizeEncodeCompressor:
     """Quantizes with every candidate step, lets the control pick one, sends it.
 
     A static loop over the K candidates (vectorized over elements). Rates come
-    from the Elias-gamma closed form, or from encoding every candidate with
-    any other codec.
+    from the codec's closed form where it has one (`codecs.has_closed_form`),
+    or from encoding every candidate.
     """
     control = self.step_control
     num_candidates = len(control.multipliers)
     steps = step_control_lib.tf_candidate_steps(step, control.multipliers)
-    # Exactly the built-in codec (a subclass might change the format).
-    closed_form = type(self.codec) is codecs.EliasGammaCodec  # pylint: disable=unidiomatic-typecheck
+    closed_form = codecs.has_closed_form(self.codec)
     num_parameters = sum(int(v.shape[0]) for v in flat_values)
-    seed = client_seed(flat_values)
+    seed = compressor_lib.client_seed(flat_values)
     bits = tf.zeros([num_candidates], tf.int64)
     squared_errors = tf.zeros([num_candidates], tf.float64)
     per_tensor = []
@@ -187,8 +184,7 @@ class QuantizeEncodeCompressor:
         integers.append(q)
       integers = tf.stack(integers)
       if closed_form:
-        codec_bits = step_control_lib.elias_gamma_coded_bits(
-            integers, self.codec.block_size)
+        codec_bits = self.codec.coded_bits(integers)
         encoded = None
       else:
         encoded = [bitstream.bytes_to_string(self.codec.encode_to_bytes(integers[k]))
@@ -212,26 +208,43 @@ class QuantizeEncodeCompressor:
     return self._finish(flat_values, streams, tf.gather(squared_errors, chosen),
                         tf.gather(steps, chosen), extra)
 
-  def decode(self, streams, sizes):
+  def read_payload(self, stream, size: int, index: int):
+    """Parses the payload of tensor `index` (module doc); never reads out of bounds.
+
+    Returns:
+      `OrderedDict(integers, step, tensor_seed, ok, side_info_bits)`: the
+      decoded `int32` vector of `size` integers, the float32 effective step
+      (1.0 where the sent one is not finite and positive), the `[seed, index]`
+      dither seed, whether the payload decoded exactly and the int64 side
+      information bits (header and codec tables).
+    """
     header = self.header_size
+    data = bitstream.string_to_bytes(stream)
+    # Zero padding keeps the fixed-size header reads in bounds for any input.
+    padded = tf.concat([data, tf.zeros([_STEP_BYTES + _SEED_BYTES], tf.uint8)], 0)
+    step = tf.bitcast(padded[:_STEP_BYTES], tf.float32)
+    seed = tf.bitcast(padded[_STEP_BYTES:_STEP_BYTES + _SEED_BYTES], tf.int32)
+    body = data[header:]
+    integers, decoded_ok = self.codec.decode_from_bytes(body, size)
+    step_ok = tf.math.is_finite(step) & (step > 0)
+    return collections.OrderedDict(
+        integers=integers,
+        step=tf.where(step_ok, step, 1.0),
+        tensor_seed=tf.stack([seed, tf.constant(index, tf.int32)]),
+        ok=decoded_ok & (tf.size(data) > header) & step_ok,
+        side_info_bits=8 * header + tf.cast(self.codec.side_info_bits(body, size), tf.int64))
+
+  def decode(self, streams, sizes):
     ok = tf.constant(True)
     values, zeros = [], tf.constant(0, tf.int64)
     side_bits = tf.constant(0, tf.int64)
     for i, (stream, size) in enumerate(zip(streams, sizes)):
-      data = bitstream.string_to_bytes(stream)
-      # Zero padding keeps the fixed-size header reads in bounds for any input.
-      padded = tf.concat([data, tf.zeros([_STEP_BYTES + _SEED_BYTES], tf.uint8)], 0)
-      step = tf.bitcast(padded[:_STEP_BYTES], tf.float32)
-      seed = tf.bitcast(padded[_STEP_BYTES:_STEP_BYTES + _SEED_BYTES], tf.int32)
-      body = data[header:]
-      integers, decoded_ok = self.codec.decode_from_bytes(body, size)
-      step_ok = tf.math.is_finite(step) & (step > 0)
-      ok &= decoded_ok & (tf.size(data) > header) & step_ok
-      tensor_seed = tf.stack([seed, tf.constant(i, tf.int32)])
+      payload = self.read_payload(stream, size, i)
+      ok &= payload['ok']
       values.append(uniform.dequantize(
-          integers, tf.where(step_ok, step, 1.0), self.rounding, tensor_seed))
-      zeros += tf.reduce_sum(tf.cast(tf.equal(integers, 0), tf.int64))
-      side_bits += 8 * header + tf.cast(self.codec.side_info_bits(body, size), tf.int64)
+          payload['integers'], payload['step'], self.rounding, payload['tensor_seed']))
+      zeros += tf.reduce_sum(tf.cast(tf.equal(payload['integers'], 0), tf.int64))
+      side_bits += payload['side_info_bits']
     return collections.OrderedDict(
         values=values, ok=ok, side_info_bits=side_bits, zeros=zeros)
 
@@ -250,13 +263,13 @@ class QuantizeEncodeFactory(compressed.CompressedMeanFactory):
       normalization: `none`, `mean_abs`, `rms` or `max_abs`.
       codec: A name from `tff_rdq.codecs.CODEC_NAMES` or a codec object.
       step_control: Instead of `step_size`, a control from
-        `tff_rdq.quantizers.step_control` (`Fixed`, `Schedule`, `Lagrangian`,
+        `tff_rdq.aggregators.step_control` (`Fixed`, `Schedule`, `Lagrangian`,
         `GlobalVote`, `BitBudget`).
     """
     super().__init__(QuantizeEncodeCompressor(
         step_size, rounding=rounding, normalization=normalization, codec=codec,
         step_control=step_control,
-        extra_bits=compressed._WEIGHT_BITS))  # pylint: disable=protected-access
+        extra_bits=compressor_lib.WEIGHT_BITS))
 
 
 class QuantizeEncodeSumFactory(compressed.CompressedSumFactory):

@@ -1,7 +1,7 @@
 """Baseline compression methods for client updates, as TFF aggregation factories.
 
 Each baseline is a compressor (the protocol of
-`tff_rdq.aggregators.compressed`) with a weighted factory (a drop-in
+`tff_rdq.aggregators.compressor`) with a weighted factory (a drop-in
 `model_aggregator` of `tff.learning.algorithms.build_weighted_fed_avg`) and
 an unweighted sum factory; every module's docstring gives its exact byte
 format and bit count. All bits are counted from the real payload bytes, plus

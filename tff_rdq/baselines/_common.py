@@ -1,58 +1,18 @@
 """Helpers shared by the baseline compressors (core TensorFlow ops only).
 
-- Checks of configuration values that raise `TypeError`/`ValueError` naming
-  the bad value.
 - Fixed-width fields packed LSB-first into bytes, written and read with
   `tff_rdq.codecs.bitstream` (the project's only bit writer/reader).
 - Fixed-size little-endian headers read safely from streams of any length.
-- A base class for compressors without server state.
-"""
+- The per-tensor encode loop, and the power-of-two size of rotated tensors.
 
-import math
-import numbers
+Configuration checks are `tff_rdq.validation`'s; the stateless compressor
+base and the client seed are `tff_rdq.aggregators.compressor`'s.
+"""
 
 import tensorflow as tf
 
-from tff_rdq.aggregators import quantize_encode
+from tff_rdq.aggregators import compressor
 from tff_rdq.codecs import bitstream
-
-
-def check_number(name, value, *, integer=False, low=None, high=None,
-                 low_open=False, high_open=False):
-  """`value` as a Python number, checked to be finite and in range.
-
-  Raises:
-    TypeError: `value` is not a real number (or, when `integer`, neither an
-      integer nor an integral float such as 4.0); bools are rejected.
-    ValueError: `value` is not finite or out of `[low, high]` (`(low, ...`
-      when `low_open`, `..., high)` when `high_open`).
-  """
-  if isinstance(value, bool) or not isinstance(value, numbers.Real):
-    what = 'an integer' if integer else 'a number'
-    raise TypeError(f'{name} must be {what}, got {value!r} ({type(value).__name__}).')
-  if not math.isfinite(float(value)):
-    raise ValueError(f'{name} must be finite, got {value!r}.')
-  if integer:
-    # Integral floats (a config file's 4.0) are accepted as integers.
-    if not isinstance(value, numbers.Integral) and not float(value).is_integer():
-      raise TypeError(f'{name} must be an integer, got {value!r}.')
-    value = int(value)
-  else:
-    value = float(value)
-  if low is not None and (value < low or (low_open and value == low)):
-    bound = f'> {low}' if low_open else f'>= {low}'
-    raise ValueError(f'{name} must be {bound}, got {value!r}.')
-  if high is not None and (value > high or (high_open and value == high)):
-    bound = f'< {high}' if high_open else f'<= {high}'
-    raise ValueError(f'{name} must be {bound}, got {value!r}.')
-  return value
-
-
-def check_choice(name, value, choices):
-  """`value`, checked to be one of `choices`; `ValueError` otherwise."""
-  if not isinstance(value, str) or value not in choices:
-    raise ValueError(f'{name} must be one of {tuple(choices)}, got {value!r}.')
-  return value
 
 
 def split_header(data: tf.Tensor, num_bytes: int):
@@ -140,7 +100,7 @@ def encode_tensors(flat_values, encode_tensor):
     flat_values: The client's float32 vectors.
     encode_tensor: `(values, tensor_seed) -> (parts, reconstruction)`, where
       `tensor_seed` is `[client_seed, i]` for tensor `i` (`client_seed` from
-      `quantize_encode.client_seed`; `tensor_seed[0]` is what a server needing
+      `compressor.client_seed`; `tensor_seed[0]` is what a server needing
       the seed must be sent), `parts` the list of `uint8` vectors making up the
       tensor's stream and `reconstruction` what the server will decode.
 
@@ -148,7 +108,7 @@ def encode_tensors(flat_values, encode_tensor):
     `(streams, squared_error)`: one scalar `tf.string` per tensor and the
     float64 sum of squared reconstruction errors.
   """
-  seed = quantize_encode.client_seed(flat_values)
+  seed = compressor.client_seed(flat_values)
   streams, total_error = [], tf.constant(0.0, tf.float64)
   for i, values in enumerate(flat_values):
     parts, reconstruction = encode_tensor(values, tf.stack([seed, tf.constant(i, tf.int32)]))
@@ -162,21 +122,7 @@ def finite_nonnegative(value: tf.Tensor) -> tf.Tensor:
   return tf.math.is_finite(value) & (value >= 0)
 
 
-class StatelessCompressor:
-  """Compressor-protocol defaults for methods without server state.
-
-  The state is a placeholder `int32` scalar 0, broadcast unchanged (the
-  configuration is static Python, known to clients and server alike).
-  """
-
-  diagnostic_names = ('squared_error',)
-
-  def initial_state(self):
-    return tf.constant(0, tf.int32)
-
-  def client_params(self, state):
-    return state
-
-  def update_state(self, state, diagnostic_means):
-    del diagnostic_means
-    return state
+def padded_size(n: int) -> int:
+  """The smallest power of two >= n (1 for n <= 1): the length of a tensor
+  zero-padded for a Hadamard rotation."""
+  return 1 << max(n - 1, 0).bit_length()

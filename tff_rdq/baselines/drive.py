@@ -26,7 +26,7 @@ Payload of one tensor (all counted as uplink bits):
   bytes 0-3    S, float32 little-endian
   bytes 4-7    the client's seed, int32 little-endian (the signs of tensor i
                use the stateless seed [seed, i]); `client_seed` of
-               `tff_rdq.aggregators.quantize_encode`, derived from the update
+               `tff_rdq.aggregators.compressor`, derived from the update
   then         ceil(d / 8) bytes: bit j (LSB-first) = 1 iff y_j >= 0, for
                all d rotated coordinates, padded ones included
 
@@ -46,17 +46,14 @@ import collections
 
 import tensorflow as tf
 
+from tff_rdq import validation
 from tff_rdq.aggregators import compressed
+from tff_rdq.aggregators import compressor
 from tff_rdq.baselines import _common
 from tff_rdq.codecs import bitstream
 
 SCALES = ('unbiased', 'mse')
 _HEADER_BYTES = 8
-
-
-def padded_size(n: int) -> int:
-  """The smallest power of two >= n (1 for n <= 1)."""
-  return 1 << max(n - 1, 0).bit_length()
 
 
 def hadamard_transform(values: tf.Tensor) -> tf.Tensor:
@@ -96,11 +93,11 @@ def unrotate(rotated: tf.Tensor, signs: tf.Tensor, n: int) -> tf.Tensor:
   return (signs * hadamard_transform(rotated) / tf.sqrt(tf.constant(d, tf.float32)))[:n]
 
 
-class DriveCompressor(_common.StatelessCompressor):
+class DriveCompressor(compressor.StatelessCompressor):
   """Randomized Hadamard rotation, one sign bit per coordinate (module doc)."""
 
   def __init__(self, scale='unbiased'):
-    self.scale = _common.check_choice('scale', scale, SCALES)
+    self.scale = validation.check_choice('scale', scale, SCALES)
 
   def __repr__(self):
     return f'DriveCompressor(scale={self.scale!r})'
@@ -110,14 +107,14 @@ class DriveCompressor(_common.StatelessCompressor):
 
     def encode_tensor(values, tensor_seed):
       n = int(values.shape[0])
-      signs = random_signs(padded_size(n), tensor_seed)
+      signs = random_signs(_common.padded_size(n), tensor_seed)
       rotated = rotate(values, signs)
       positive = rotated >= 0
       l1 = tf.reduce_sum(tf.abs(rotated))
       if self.scale == 'unbiased':
         scale = tf.math.divide_no_nan(tf.reduce_sum(tf.square(values)), l1)
       else:
-        scale = l1 / float(padded_size(n))
+        scale = l1 / float(_common.padded_size(n))
       reconstruction = unrotate(scale * tf.where(positive, 1.0, -1.0), signs, n)
       parts = [bitstream.scalar_bytes(scale), bitstream.scalar_bytes(tensor_seed[0]),
                _common.pack_fields(tf.cast(positive, tf.int64), 1)]
@@ -130,7 +127,7 @@ class DriveCompressor(_common.StatelessCompressor):
     ok = tf.constant(True)
     values = []
     for i, (stream, n) in enumerate(zip(streams, sizes)):
-      d = padded_size(n)
+      d = _common.padded_size(n)
       data = bitstream.string_to_bytes(stream)
       header, body = _common.split_header(data, _HEADER_BYTES)
       scale = _common.header_float32(header, 0)

@@ -14,7 +14,7 @@ the probability that makes `E[q_j ||v|| / s] = v_j` (unbiased stochastic
 rounding). The server reconstructs `v_hat_j = ||v||_2 * q_j / s`. The noise is
 drawn on the client from `tf.random.stateless_uniform` with the seed
 `[client_seed, tensor index]` (`client_seed` of
-`tff_rdq.aggregators.quantize_encode`); the server does not need it.
+`tff_rdq.aggregators.compressor`); the server does not need it.
 
 Payload of one tensor with B buckets (all counted as uplink bits):
 
@@ -40,7 +40,9 @@ import collections
 
 import tensorflow as tf
 
+from tff_rdq import validation
 from tff_rdq.aggregators import compressed
+from tff_rdq.aggregators import compressor
 from tff_rdq.baselines import _common
 from tff_rdq.codecs import bitstream
 from tff_rdq.codecs import elias_gamma
@@ -85,16 +87,16 @@ def dequantize(q: tf.Tensor, norms: tf.Tensor, levels: int, bucket_size=None):
   return tf.reshape(rows * (norms[:, tf.newaxis] / float(levels)), [-1])[:n]
 
 
-class QSGDCompressor(_common.StatelessCompressor):
+class QSGDCompressor(compressor.StatelessCompressor):
   """Stochastic quantization to `levels` levels, Elias-gamma coded (module doc)."""
 
   def __init__(self, levels: int, *, bucket_size=None,
                block_size=elias_gamma.DEFAULT_BLOCK_SIZE):
-    self.levels = _common.check_number(
+    self.levels = validation.check_number(
         'levels', levels, integer=True, low=1, high=_MAX_LEVELS)
-    self.bucket_size = None if bucket_size is None else _common.check_number(
+    self.bucket_size = None if bucket_size is None else validation.check_number(
         'bucket_size', bucket_size, integer=True, low=1)
-    self.block_size = _common.check_number('block_size', block_size, integer=True, low=1)
+    self.block_size = validation.check_number('block_size', block_size, integer=True, low=1)
 
   def __repr__(self):
     return f'QSGDCompressor(levels={self.levels}, bucket_size={self.bucket_size})'

@@ -10,7 +10,7 @@ Distributed Deep Learning", NeurIPS 2017), per tensor: with the scale
 `E[x_hat_j] = x_j`. (`S = 0` and all `q = 0` for an all-zero tensor.) The
 noise is drawn on the client from `tf.random.stateless_uniform` with the seed
 `[client_seed, tensor index]` (`client_seed` of
-`tff_rdq.aggregators.quantize_encode`); the server does not need it.
+`tff_rdq.aggregators.compressor`); the server does not need it.
 
 Payload of one tensor of `n` elements (all counted as uplink bits):
 
@@ -39,7 +39,9 @@ import collections
 
 import tensorflow as tf
 
+from tff_rdq import validation
 from tff_rdq.aggregators import compressed
+from tff_rdq.aggregators import compressor
 from tff_rdq.baselines import _common
 from tff_rdq.codecs import bitstream
 from tff_rdq.codecs import elias_gamma
@@ -62,13 +64,13 @@ def ternarize(values: tf.Tensor, seed: tf.Tensor):
   return tf.cast(tf.sign(values) * keep, tf.int32), scale
 
 
-class TernGradCompressor(_common.StatelessCompressor):
+class TernGradCompressor(compressor.StatelessCompressor):
   """Stochastic ternarization with a max-magnitude scale (module doc)."""
 
   def __init__(self, coding: str = 'packed', *,
                block_size=elias_gamma.DEFAULT_BLOCK_SIZE):
-    self.coding = _common.check_choice('coding', coding, CODINGS)
-    self.block_size = _common.check_number('block_size', block_size, integer=True, low=1)
+    self.coding = validation.check_choice('coding', coding, CODINGS)
+    self.block_size = validation.check_number('block_size', block_size, integer=True, low=1)
 
   def __repr__(self):
     return f'TernGradCompressor(coding={self.coding!r})'

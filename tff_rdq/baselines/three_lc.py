@@ -44,7 +44,9 @@ import collections
 import numpy as np
 import tensorflow as tf
 
+from tff_rdq import validation
 from tff_rdq.aggregators import compressed
+from tff_rdq.aggregators import compressor
 from tff_rdq.baselines import _common
 from tff_rdq.codecs import bitstream
 
@@ -125,11 +127,11 @@ def zero_run_decode(data: tf.Tensor, size: int):
   return packed, ok
 
 
-class ThreeLCCompressor(_common.StatelessCompressor):
+class ThreeLCCompressor(compressor.StatelessCompressor):
   """3-value quantization, base-3^5 packing, zero-run encoding (module doc)."""
 
   def __init__(self, sparsity_multiplier: float = 1.0):
-    self.sparsity_multiplier = _common.check_number(
+    self.sparsity_multiplier = validation.check_number(
         'sparsity_multiplier', sparsity_multiplier, low=1.0, high=2.0, high_open=True)
 
   def __repr__(self):

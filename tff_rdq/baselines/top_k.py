@@ -53,7 +53,9 @@ import collections
 
 import tensorflow as tf
 
+from tff_rdq import validation
 from tff_rdq.aggregators import compressed
+from tff_rdq.aggregators import compressor
 from tff_rdq.baselines import _common
 from tff_rdq.codecs import bitstream
 from tff_rdq.codecs import elias_gamma
@@ -66,7 +68,7 @@ def index_width(n: int) -> int:
   return max(n - 1, 0).bit_length()
 
 
-class TopKCompressor(_common.StatelessCompressor):
+class TopKCompressor(compressor.StatelessCompressor):
   """Keep the k largest magnitudes per tensor (see module doc)."""
 
   diagnostic_names = ('squared_error', 'index_bits')
@@ -76,11 +78,11 @@ class TopKCompressor(_common.StatelessCompressor):
     if (fraction is None) == (k is None):
       raise ValueError(
           f'Give exactly one of fraction and k, got fraction={fraction!r}, k={k!r}.')
-    self.fraction = None if fraction is None else _common.check_number(
+    self.fraction = None if fraction is None else validation.check_number(
         'fraction', fraction, low=0.0, high=1.0, low_open=True)
-    self.k = None if k is None else _common.check_number('k', k, integer=True, low=1)
-    self.index_code = _common.check_choice('index_code', index_code, INDEX_CODES)
-    self.block_size = _common.check_number('block_size', block_size, integer=True, low=1)
+    self.k = None if k is None else validation.check_number('k', k, integer=True, low=1)
+    self.index_code = validation.check_choice('index_code', index_code, INDEX_CODES)
+    self.block_size = validation.check_number('block_size', block_size, integer=True, low=1)
 
   def __repr__(self):
     knob = f'fraction={self.fraction}' if self.k is None else f'k={self.k}'

@@ -5,12 +5,20 @@ A codec object has `encode_to_bytes(int32 vector) -> uint8 vector`,
 `side_info_bits(uint8 vector, num_elements) -> int64 scalar` (the bits of its
 encoded bytes that are headers/tables rather than coded symbols). `get_codec`
 turns a name into one.
+
+A codec may also have a closed form of its coded length,
+`coded_bits(int32 tensor [..., n]) -> int64 tensor [...]`: for every vector
+`v` along the last axis, exactly `8 * len(encode_to_bytes(v))`, computed
+without writing any bits. `has_closed_form(codec)` tells whether it has one
+(step control uses it to size many candidate quantizations cheaply).
 """
 
 import dataclasses
 
+from tff_rdq import validation
 from tff_rdq.codecs import elias_gamma
 from tff_rdq.codecs import rans
+from tff_rdq.codecs import run_length_rans
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,8 +29,7 @@ class EliasGammaCodec:
   name = 'elias_gamma'
 
   def __post_init__(self):
-    if not isinstance(self.block_size, int) or self.block_size < 1:
-      raise ValueError(f'block_size must be an int >= 1, got {self.block_size!r}.')
+    validation.check_int('block_size', self.block_size, low=1)
 
   def encode_to_bytes(self, values):
     return elias_gamma.encode_to_bytes(values, self.block_size)
@@ -32,6 +39,10 @@ class EliasGammaCodec:
 
   def side_info_bits(self, data, num_elements):
     return elias_gamma.side_info_bits(data, num_elements, self.block_size)
+
+  def coded_bits(self, integers):
+    """`8 * len(encode_to_bytes(v))` for each vector `v` on the last axis (int64)."""
+    return elias_gamma.coded_bits(integers, self.block_size)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,10 +54,8 @@ class RansCodec:
   name = 'rans'
 
   def __post_init__(self):
-    if not isinstance(self.lane_overhead, (int, float)) or not self.lane_overhead > 0:
-      raise ValueError(f'lane_overhead must be a number > 0, got {self.lane_overhead!r}.')
-    if not isinstance(self.max_lanes, int) or self.max_lanes < 1:
-      raise ValueError(f'max_lanes must be an int >= 1, got {self.max_lanes!r}.')
+    validation.check_positive('lane_overhead', self.lane_overhead)
+    validation.check_int('max_lanes', self.max_lanes, low=1)
 
   def encode_to_bytes(self, values):
     return rans.encode_to_bytes(values, self.lane_overhead, self.max_lanes)
@@ -58,7 +67,34 @@ class RansCodec:
     return rans.side_info_bits(data, num_elements)
 
 
-_CODECS = {'elias_gamma': EliasGammaCodec, 'rans': RansCodec}
+@dataclasses.dataclass(frozen=True)
+class RunLengthRansCodec:
+  """The context-modelled run-length rANS format of `run_length_rans`.
+
+  Zero runs and nonzero values coded with per-tensor context tables; never
+  larger than `EliasGammaCodec(block_size)` (whose format it falls back to).
+  """
+
+  lane_overhead: float = run_length_rans.DEFAULT_LANE_OVERHEAD
+  block_size: int = elias_gamma.DEFAULT_BLOCK_SIZE
+  name = 'run_length_rans'
+
+  def __post_init__(self):
+    validation.check_positive('lane_overhead', self.lane_overhead)
+    validation.check_int('block_size', self.block_size, low=1)
+
+  def encode_to_bytes(self, values):
+    return run_length_rans.encode_to_bytes(values, self.lane_overhead, self.block_size)
+
+  def decode_from_bytes(self, data, num_elements):
+    return run_length_rans.decode_from_bytes(data, num_elements, self.block_size)
+
+  def side_info_bits(self, data, num_elements):
+    return run_length_rans.side_info_bits(data, num_elements, self.block_size)
+
+
+_CODECS = {'elias_gamma': EliasGammaCodec, 'rans': RansCodec,
+           'run_length_rans': RunLengthRansCodec}
 
 
 def get_codec(codec):
@@ -70,6 +106,11 @@ def get_codec(codec):
   if not all(hasattr(codec, a) for a in ('encode_to_bytes', 'decode_from_bytes', 'side_info_bits')):
     raise TypeError(f'Not a codec: {codec!r}.')
   return codec
+
+
+def has_closed_form(codec) -> bool:
+  """Whether `codec` sizes its output in closed form (a `coded_bits` method)."""
+  return callable(getattr(codec, 'coded_bits', None))
 
 
 CODEC_NAMES = tuple(_CODECS)

@@ -27,6 +27,20 @@ def one() -> tf.Tensor:
 
 
 
+def sorted_segment(fn, data, segment_ids, num_segments):
+  """`fn` (a sorted segment reduction) with exactly `num_segments` outputs.
+
+  `segment_ids` must be sorted and below `num_segments`; segments without
+  entries get 0 (one zero-valued entry is appended to the last segment to fix
+  the output length, so a max over non-negative data is unchanged).
+  """
+  data = tf.concat([data, tf.zeros([1], data.dtype)], 0)
+  ids = tf.concat(
+      [segment_ids, tf.reshape(tf.maximum(num_segments - 1, 0), [1])], 0
+  )
+  return fn(data, ids)[:num_segments]
+
+
 def bit_length(values: tf.Tensor) -> tf.Tensor:
   """Number of bits of each non-negative integer (`bit_length(0) == 0`).
 

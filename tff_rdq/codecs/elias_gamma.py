@@ -26,6 +26,21 @@ the tensorflow-compression op does.
 `n` and `B` are not stored: both sides know the tensor's shape and the codec's
 configuration. The first byte and the length table are the side information
 of the format (`side_info_bits`).
+
+**Canonical decoding.** The format has exactly one encoding per vector:
+`decode_from_bytes(data, n, B)` returns `ok = True` if and only if `data ==
+encode_to_bytes(values, B)` for the values it returns (which never hold
+`INT32_MIN`). It rejects, in particular: empty data; a width byte other than
+the bit length of the largest block byte length (wider, narrower, or above
+32); a block byte length of 0; non-zero padding bits after the length table;
+a total length other than header + table + the listed block lengths (missing
+or trailing bytes); in a block, a codeword that runs past the block's values
+or bytes (a run beyond the block end, a magnitude above `2**31 - 1`), a
+trailing run `gamma(1)` (the empty run), bits left after the last codeword
+other than fewer than 8 zero padding bits, and a block length longer than
+its codewords need. What it cannot see is a change that turns a canonical
+stream into another canonical stream (a flipped sign bit, for one): that is
+for a checksum around the payload.
 """
 
 import tensorflow as tf
@@ -47,18 +62,200 @@ def _gamma_fields(values: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
   return field, 2 * k - 1
 
 
-def _sorted_segment(fn, data, segment_ids, num_segments):
-  """`fn` (a sorted segment reduction) with exactly `num_segments` outputs."""
-  data = tf.concat([data, tf.zeros([1], data.dtype)], 0)
-  ids = tf.concat(
-      [segment_ids, [tf.maximum(num_segments - 1, 0)]], 0
+# The fast encoder looks fields up in tables: gamma(run) for runs 0..B+1 and
+# (sign, gamma(|v|)) for |v| <= _FAST_MAX_MAGNITUDE; larger blocks or values
+# take the general path (same bytes).
+_FAST_MAX_MAGNITUDE = 4095
+_FAST_MAX_BLOCK = 1 << 16
+# Longest codeword: gamma(run) + sign + gamma(|v|) with run <= 2**31 and
+# |v| <= 2**31 - 1.
+_MAX_CODEWORD_BITS = 63 + 1 + 61
+
+
+def _index_dtypes(n_static, block_size):
+  """`(index dtype, bit offset dtype)`: int32 where a static size allows it."""
+  if n_static is None:
+    return tf.int64, tf.int64
+  index_type = tf.int32 if n_static + 2 * block_size < 2**31 else tf.int64
+  num_blocks = -(-n_static // block_size)
+  max_bits = (
+      _MAX_CODEWORD_BITS * n_static + 64 * (num_blocks + 2) + 8 * (num_blocks + 1))
+  offset_type = tf.int32 if max_bits < 2**31 else tf.int64
+  return index_type, offset_type
+
+
+def _fast_tables(block_size: int, length_type):
+  """Field tables of the fast encoder.
+
+  Returns:
+    `(run_field, run_len, value_field, value_len)`: `run_field[r]` is gamma(r)
+    (`uint64`) and `run_len[r]` its length for `r` in `0 .. B + 1` (entry 0 is
+    unused); `value_field[v + M]` is the sign bit (1 = positive) followed by
+    gamma(|v|), and `value_len[v + M]` its length, for `|v| <= M`
+    (`M = _FAST_MAX_MAGNITUDE`; entry `v = 0` is unused).
+  """
+  runs = tf.range(block_size + 2, dtype=tf.int64)
+  run_field, run_len = _gamma_fields(tf.maximum(runs, 1))
+  values = tf.range(-_FAST_MAX_MAGNITUDE, _FAST_MAX_MAGNITUDE + 1, dtype=tf.int64)
+  mag_field, mag_len = _gamma_fields(tf.maximum(tf.abs(values), 1))
+  value_field = tf.bitwise.bitwise_or(
+      tf.cast(values > 0, tf.uint64),
+      tf.bitwise.left_shift(mag_field, bitstream.one()))
+  return (run_field, tf.cast(run_len, length_type), value_field,
+          tf.cast(mag_len + 1, length_type))
+
+
+def _pad_to(x: tf.Tensor, size) -> tf.Tensor:
+  """`x` (a vector no longer than `size`) padded with zeros to `size`."""
+  return tf.pad(x, [[0, size - tf.shape(x, out_type=size.dtype)[0]]])
+
+
+def _write_sorted(fields: tf.Tensor, offsets: tf.Tensor, num_words) -> tf.Tensor:
+  """`uint64` fields (at most 64 bits) at non-decreasing bit offsets, as words.
+
+  As `bitstream.write_fields` for one vector of fields, with fewer passes: the
+  high parts are summed per word of their low part, then moved up one word.
+  """
+  word = tf.bitwise.right_shift(offsets, 6)
+  shift = tf.cast(tf.bitwise.bitwise_and(offsets, 63), tf.uint64)
+  low = tf.bitwise.left_shift(fields, shift)
+  # `v >> (64 - s)` without a shift by 64: `(v >> 1) >> (63 - s)`.
+  high = tf.bitwise.right_shift(
+      tf.bitwise.right_shift(fields, bitstream.one()),
+      tf.bitwise.bitwise_xor(shift, tf.constant(63, tf.uint64)))
+  size = num_words + 1
+  low_words = _pad_to(tf.math.segment_sum(low, word), size)
+  high_words = _pad_to(
+      tf.concat([tf.zeros([1], tf.uint64), tf.math.segment_sum(high, word)], 0), size)
+  return (low_words + high_words)[:num_words]
+
+
+def _encode_fast(values, index, nonzero, block_size):
+  """`encode_to_bytes` for `|values| <= _FAST_MAX_MAGNITUDE` (tables, int32)."""
+  index_type, offset_type = _index_dtypes(values.shape[0], block_size)
+  run_field_table, run_len_table, value_field_table, value_len_table = (
+      _fast_tables(block_size, offset_type))
+  n = tf.size(values, out_type=index_type)
+  block = tf.constant(block_size, index_type)
+  num_blocks = (n + block - 1) // block
+  idx = tf.cast(index, index_type)
+  if block_size & (block_size - 1) == 0:
+    block_of = tf.bitwise.right_shift(idx, block_size.bit_length() - 1)
+  else:
+    block_of = idx // block
+  block_start = block_of * block
+  previous = tf.concat([tf.constant([-1], index_type), idx[:-1]], 0)
+  # Zeros since the previous nonzero (or the block start), plus one.
+  run = idx - tf.maximum(previous, block_start - 1)
+  value_index = nonzero + _FAST_MAX_MAGNITUDE
+  run_len = tf.gather(run_len_table, run)
+  codeword = tf.bitwise.bitwise_or(
+      tf.gather(run_field_table, run),
+      tf.bitwise.left_shift(
+          tf.gather(value_field_table, value_index), tf.cast(run_len, tf.uint64)))
+  length = run_len + tf.gather(value_len_table, value_index)
+
+  # Per block: codeword bits, the trailing run and the byte length.
+  nonzero_bits = _pad_to(tf.math.segment_sum(length, block_of),
+                         tf.cast(num_blocks, offset_type))
+  blocks = tf.range(num_blocks)
+  last_plus_one = tf.maximum(
+      _pad_to(tf.math.segment_max(idx + 1, block_of), num_blocks) - blocks * block, 0)
+  block_len = tf.minimum(block, n - blocks * block)
+  trailing = tf.cast(block_len - last_plus_one, tf.int64)
+  trail_field, trail_len = _gamma_fields(tf.maximum(trailing + 1, 1))
+  trail_len = tf.cast(tf.where(trailing > 0, trail_len, 0), offset_type)
+  block_bytes = (nonzero_bits + trail_len + 7) // 8
+  width = tf.cast(bitstream.bit_length(
+      tf.reduce_max(tf.concat([block_bytes, [0]], 0))), offset_type)
+  start = header_bytes(tf.cast(num_blocks, offset_type), width)
+  block_start_bit = 8 * (start + tf.math.cumsum(block_bytes, exclusive=True))
+  offsets = tf.math.cumsum(length, exclusive=True) + tf.gather(
+      block_start_bit - tf.math.cumsum(nonzero_bits, exclusive=True), block_of)
+  total_bytes = start + tf.reduce_sum(block_bytes)
+  num_words = (total_bytes + 7) // 8
+  words = _write_sorted(codeword, offsets, num_words)
+  header_words = bitstream.write_fields(
+      values=[
+          tf.reshape(tf.cast(width, tf.uint64), [1]),
+          tf.cast(block_bytes, tf.uint64),
+          tf.where(trailing > 0, trail_field, tf.zeros_like(trail_field)),
+      ],
+      offsets=[
+          tf.zeros([1], tf.int64),
+          tf.cast(8 + tf.range(tf.cast(num_blocks, offset_type)) * width, tf.int64),
+          tf.cast(block_start_bit + nonzero_bits, tf.int64),
+      ],
+      num_words=tf.cast(num_words, tf.int64),
   )
-  return fn(data, ids)[:num_segments]
+  return bitstream.words_to_bytes(words + header_words, total_bytes)
 
 
 def header_bytes(num_blocks: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
   """Bytes of the blocked format before the first block stream."""
   return 1 + (num_blocks * width + 7) // 8
+
+
+def coded_bits(integers: tf.Tensor, block_size: int) -> tf.Tensor:
+  """Bits of `encode_to_bytes(v, block_size)` for each vector `v` of a batch.
+
+  Closed form, without writing any bits: per block, the sum over nonzero
+  values of `(2 * bitlen(run) - 1) + 1 + (2 * bitlen(|v|) - 1)`, plus
+  `2 * bitlen(r + 1) - 1` for a trailing run of `r > 0` zeros, rounded up to
+  whole bytes; plus the format's header, `1 + ceil(m * w / 8)` bytes with `m`
+  blocks and `w` the bit length of the largest block byte count. Equal to
+  `8 * len(encode_to_bytes(v, block_size))` for every `v`.
+
+  Args:
+    integers: An `int32` tensor `[..., n]` with a static `n` (the last axis
+      holds the values; leading axes, possibly none, are the batch).
+    block_size: The codec's block size (Python int >= 1).
+
+  Returns:
+    An `int64` tensor shaped like `integers.shape[:-1]`.
+  """
+  if block_size < 1:
+    raise ValueError(f'block_size must be >= 1, got {block_size}.')
+  integers = tf.convert_to_tensor(integers)
+  if integers.shape.rank is None or integers.shape.rank < 1:
+    raise ValueError('coded_bits needs a tensor of rank >= 1.')
+  if integers.shape[-1] is None:
+    raise ValueError('coded_bits needs a static last dimension.')
+  n = int(integers.shape[-1])
+  batch_shape = tf.shape(integers, out_type=tf.int64)[:-1]
+  integers = tf.reshape(integers, [-1, n])
+  num_rows = tf.shape(integers, out_type=tf.int64)[0]
+  if n == 0:
+    return tf.reshape(tf.fill([num_rows], tf.constant(8, tf.int64)), batch_shape)
+  num_blocks = -(-n // block_size)
+  integers = tf.maximum(integers, -_INT32_MAX)
+  index = tf.where(tf.not_equal(integers, 0))  # [N, 2], row-major order
+  magnitude = tf.abs(tf.gather_nd(integers, index))
+  row, col = index[:, 0], index[:, 1]
+  block_of = col // block_size
+  pos = col - block_of * block_size
+  segment = row * num_blocks + block_of  # non-decreasing
+  first = tf.not_equal(segment, tf.concat([[-1], segment[:-1]], 0))
+  run = tf.where(first, pos + 1, pos - tf.concat([[-1], pos[:-1]], 0))
+  codeword = (
+      2 * bitstream.bit_length(run) + 2 * bitstream.bit_length(magnitude) - 1
+  )
+  num_segments = num_rows * num_blocks
+  nonzero_bits = bitstream.sorted_segment(
+      tf.math.segment_sum, codeword, segment, num_segments)
+  last_plus_one = bitstream.sorted_segment(
+      tf.math.segment_max, pos + 1, segment, num_segments)
+  block_len = [min(block_size, n - i * block_size) for i in range(num_blocks)]
+  trailing = tf.tile(tf.constant(block_len, tf.int64), [num_rows]) - last_plus_one
+  trail_bits = tf.where(
+      trailing > 0,
+      2 * bitstream.bit_length(trailing + 1) - 1,
+      tf.zeros_like(trailing),
+  )
+  block_bytes = tf.reshape((nonzero_bits + trail_bits + 7) // 8, [-1, num_blocks])
+  width = bitstream.bit_length(tf.reduce_max(block_bytes, axis=1))
+  total_bytes = header_bytes(num_blocks, width) + tf.reduce_sum(block_bytes, axis=1)
+  return tf.reshape(8 * total_bytes, batch_shape)
 
 
 def encode_to_bytes(
@@ -79,6 +276,22 @@ def encode_to_bytes(
   if values.dtype != tf.int32:
     raise TypeError(f'Expected int32 values, got {values.dtype}.')
   values = tf.reshape(values, [-1])
+  if block_size > _FAST_MAX_BLOCK:
+    return _encode_general(values, block_size)
+  index = tf.where(tf.not_equal(values, 0))[:, 0]
+  nonzero = tf.gather(values, index)
+  # Values beyond the tables' range (rare: |v| > 4095) take the general path.
+  fast = (tf.reduce_max(tf.concat([nonzero, [0]], 0)) <= _FAST_MAX_MAGNITUDE) & (
+      tf.reduce_min(tf.concat([nonzero, [0]], 0)) >= -_FAST_MAX_MAGNITUDE)
+  return tf.cond(
+      fast,
+      lambda: _encode_fast(values, index, nonzero, block_size),
+      lambda: _encode_general(values, block_size),
+  )
+
+
+def _encode_general(values: tf.Tensor, block_size: int) -> tf.Tensor:
+  """`encode_to_bytes` for any values and block size (int64 arithmetic)."""
   values = tf.maximum(values, -_INT32_MAX)
   n = tf.size(values, out_type=tf.int64)
   block = tf.constant(block_size, tf.int64)
@@ -101,10 +314,10 @@ def encode_to_bytes(
   )
   codeword_len = run_len + mag_len + 1
 
-  nonzero_bits = _sorted_segment(
+  nonzero_bits = bitstream.sorted_segment(
       tf.math.segment_sum, codeword_len, block_of, num_blocks
   )
-  last_plus_one = _sorted_segment(
+  last_plus_one = bitstream.sorted_segment(
       tf.math.segment_max, pos + 1, block_of, num_blocks
   )
   block_len = tf.minimum(block, n - tf.range(num_blocks) * block)
@@ -170,13 +383,14 @@ def _decode_from_bytes(
 
   Returns:
     `(values, ok)`: the decoded `int32` vector of `num_elements` values, and a
-    scalar bool that is False when the data is truncated, corrupted or not in
-    canonical form (then `values` is all zeros).
+    scalar bool that is True if and only if `data == encode_to_bytes(values,
+    block_size)` (module docstring, "Canonical decoding"); when False,
+    `values` is all zeros.
   """
   data = tf.reshape(data, [-1])
   if isinstance(num_elements, int) and num_elements == 0:
     # No lanes: the format is the single byte 0.
-    ok = tf.reduce_all(tf.equal(data, [0]))
+    ok = tf.equal(tf.size(data), 1) & tf.reduce_all(tf.equal(data, 0))
     return tf.zeros([0], tf.int32), ok
   n = tf.cast(num_elements, tf.int64)
   block = tf.constant(block_size, tf.int64)
@@ -199,6 +413,15 @@ def _decode_from_bytes(
   block_start_bit = 8 * (start + tf.math.cumsum(block_bytes, exclusive=True))
   block_end_bit = block_start_bit + 8 * block_bytes
   header_ok &= tf.reduce_all(block_bytes >= 1)
+  # Canonical header: the width is exactly the bit length of the largest
+  # block length, and the table's padding bits are zero.
+  header_ok &= tf.equal(
+      width, bitstream.bit_length(tf.reduce_max(tf.concat([block_bytes, [0]], 0))))
+  table_end = 8 + num_blocks * width
+  header_ok &= tf.equal(
+      bitstream.low_bits(
+          bitstream.read_bits(words, tf.reshape(table_end, [1])),
+          8 * start - table_end)[0], 0)
   header_ok &= tf.equal(
       8 * (start + tf.reduce_sum(block_bytes)), total_bits
   )
@@ -241,8 +464,8 @@ def _decode_from_bytes(
     positive = tf.bitwise.bitwise_and(window, bitstream.one()) > 0
     value = tf.where(positive, magnitude, -magnitude)
     emit = active & is_value & tf.logical_not(bad)
-    value_array = value_array.write(i, tf.where(emit, value, 0))
-    pos_array = pos_array.write(i, new_pos)
+    value_array = value_array.write(i + 1, tf.where(emit, value, 0))
+    pos_array = pos_array.write(i + 1, new_pos)
     next_bit = tf.where(is_value, sign_bit + 2 * mag_zeros + 2, sign_bit)
     bit = tf.where(active, next_bit, bit)
     pos = tf.where(emit, new_pos, pos)
@@ -260,8 +483,11 @@ def _decode_from_bytes(
           tf.fill([lanes], tf.constant(-1, tf.int64)),
           tf.zeros([lanes], tf.bool),
           tf.zeros([lanes], tf.bool),
-          tf.TensorArray(tf.int64, size=0, dynamic_size=True),
-          tf.TensorArray(tf.int32, size=0, dynamic_size=True),
+          # Row 0 is a dummy, so that `stack` is defined without iterations.
+          tf.TensorArray(tf.int64, size=1, dynamic_size=True).write(
+              0, tf.zeros([lanes], tf.int64)),
+          tf.TensorArray(tf.int32, size=1, dynamic_size=True).write(
+              0, tf.zeros([lanes], tf.int32)),
       ),
       maximum_iterations=block_size + 1,
   )
@@ -280,8 +506,8 @@ def _decode_from_bytes(
   )
 
   # [iterations, lanes] -> lane-major order, which is increasing position.
-  positions = tf.transpose(pos_array.stack())
-  decoded = tf.transpose(value_array.stack())
+  positions = tf.transpose(pos_array.stack()[1:])
+  decoded = tf.transpose(value_array.stack()[1:])
   keep = tf.not_equal(decoded, 0)
   lane_offset = tf.range(num_blocks)[:, tf.newaxis] * block
   index = tf.boolean_mask(positions + lane_offset, keep)

@@ -70,6 +70,25 @@ Everything before the word stream except the lane states is side information
 flush (about 28 bits of overhead per lane) and count as coded bits, as do the
 words and the escape payload. The encoder picks `K`, `R` and `lanes` from the
 data (see `encode_to_bytes`); the decoder reads them.
+
+**Canonical decoding.** `K` (0..32767), `R` (1..4096) and `lanes` (any count
+with `lanes = ceil(n / ceil(n / lanes))`, 0 iff `n = 0`) are the encoder's
+free choices: the decoder accepts every value in these ranges. For given
+values and given `(K, R, lanes)` exactly one byte string is valid, and
+`decode_from_bytes` returns `ok = True` if and only if the data is that
+string for the values it returns. It checks: `N` equals the number of
+decoded nonzero values; `C` is the largest escape class used plus one (0
+without escapes); every length field is at most 17 and the frequencies are
+exactly `quantize_frequencies` of the decoded value symbols' counts (so a
+symbol that does not occur has length 0); `T` is the exact number of
+decoding steps; every lane state is at least `L`, and every lane ends in state
+`L` with its block exactly filled (no value past the block end); the
+alignment bits before the word stream are zero; the words are exactly the
+words the decoder reads; an escaped value lies in the int32 range; the data
+ends with the escape payload and fewer than 8 zero padding bits (no missing
+or trailing bytes). A change that yields another valid stream (a flipped
+sign or low bit in the escape payload, for one) is not detectable here: that
+is for a checksum around the payload.
 """
 
 import math
@@ -101,13 +120,6 @@ _MASK = PROB_SCALE - 1
 
 def _i64(value) -> tf.Tensor:
   return tf.cast(value, tf.int64)
-
-
-def _sorted_segment(fn, data, segment_ids, num_segments):
-  """`fn` (a sorted segment reduction) with exactly `num_segments` outputs."""
-  data = tf.concat([data, tf.zeros([1], data.dtype)], 0)
-  ids = tf.concat([segment_ids, [tf.maximum(num_segments - 1, 0)]], 0)
-  return fn(data, ids)[:num_segments]
 
 
 def quantize_frequencies(weights: tf.Tensor, present: tf.Tensor) -> tf.Tensor:
@@ -367,9 +379,9 @@ def _lane_symbols(index, symbols, n, lanes, block, run_limit, num_symbols):
   gap = position - previous - 1
   phrases = gap // run_limit + 1  # run symbols up to this value's
   run_symbol = gap - (phrases - 1) * run_limit
-  lane_phrases = _sorted_segment(tf.math.segment_sum, phrases, lane, lanes)
+  lane_phrases = bitstream.sorted_segment(tf.math.segment_sum, phrases, lane, lanes)
   lane_end = tf.maximum(
-      _sorted_segment(tf.math.segment_max, position + 1, lane, lanes), 0)
+      bitstream.sorted_segment(tf.math.segment_max, position + 1, lane, lanes), 0)
   block_len = tf.minimum(block, n - tf.range(lanes) * block)
   count = lane_phrases + (block_len - lane_end + run_limit - 1) // run_limit
   steps = tf.reduce_max(tf.concat([count, [0]], 0))
@@ -658,8 +670,9 @@ def decode_from_bytes(
 
   Returns:
     `(values, ok)`: the decoded `int32` vector of `num_elements` values and a
-    scalar bool that is False when the data is truncated, corrupted or not in
-    canonical form (then `values` is all zeros).
+    scalar bool, True if and only if `data` is the canonical encoding of the
+    values for the header's `(K, R, lanes)` (module docstring, "Canonical
+    decoding"); when False, `values` is all zeros.
   """
   f = _parse(data, num_elements)
   data, n, lanes, block = f['data'], f['n'], f['lanes'], f['block']
@@ -721,6 +734,16 @@ def decode_from_bytes(
   ok &= tf.reduce_all(
       tf.logical_not(escaped) | (escape_value <= 2**31 - 1)
       & (escape_value >= -2**31))
+  # Canonical table: C is the largest escape class + 1, and the frequencies
+  # are exactly those the encoder derives from the decoded symbols.
+  ok &= tf.equal(f['num_classes'], tf.reduce_max(
+      tf.concat([tf.where(escaped, escape_class + 1, 0), [0]], 0)))
+  num_symbols_32 = tf.cast(num_symbols, tf.int32)
+  counts = tf.math.bincount(
+      tf.cast(symbol, tf.int32), minlength=num_symbols_32,
+      maxlength=num_symbols_32, dtype=tf.int64)
+  ok &= tf.reduce_all(tf.equal(
+      quantize_frequencies(counts, counts > 0), f['value_freqs']))
   value = tf.where(escaped, escape_value,
                    tf.where(symbol < central, symbol - central,
                             symbol - central + 1))

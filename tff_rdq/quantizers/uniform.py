@@ -24,22 +24,20 @@ must receive.
 
 import tensorflow as tf
 
+from tff_rdq import validation
+
 ROUNDINGS = ('uniform', 'stochastic', 'dithered')
 NORMALIZATIONS = ('none', 'mean_abs', 'rms', 'max_abs')
 # The largest float32 below 2**31 (float32(2**31 - 1) rounds up to 2**31).
 _INT_LIMIT = 2.0**31 - 128
 
 
-def check_rounding(rounding: str) -> None:
-  if rounding not in ROUNDINGS:
-    raise ValueError(f'rounding must be one of {ROUNDINGS}, got {rounding!r}.')
+def check_rounding(rounding: str) -> str:
+  return validation.check_choice('rounding', rounding, ROUNDINGS)
 
 
-def check_normalization(normalization: str) -> None:
-  if normalization not in NORMALIZATIONS:
-    raise ValueError(
-        f'normalization must be one of {NORMALIZATIONS}, got {normalization!r}.'
-    )
+def check_normalization(normalization: str) -> str:
+  return validation.check_choice('normalization', normalization, NORMALIZATIONS)
 
 
 def normalized_step(

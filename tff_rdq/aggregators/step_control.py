@@ -4,6 +4,8 @@ A *step control* decides the quantization step `Δ` that each client uses in
 a round (`tff_rdq.aggregators.quantize_encode`, argument `step_control=`).
 `Δ` is the un-normalized step: with `normalization` other than `none` every
 tensor is quantized with `Δ` times its statistic (`tff_rdq.quantizers.uniform`).
+Step control is server-side policy: the state and its update run on the
+server; the clients only evaluate candidates when a mode asks them to.
 Whatever `Δ` a client uses, each tensor's effective float32 step travels in
 its payload (counted as side information) and the server dequantizes every
 client with its own steps.
@@ -32,9 +34,10 @@ centre `c` (the float32 step broadcast this round), candidate `k = 0..K-1` is
 middle candidate is `c` itself and neighbours differ by the factor `spread`
 (`candidate_steps` computes the same float32 values in numpy). For each
 candidate the client really quantizes its whole update and takes `R(Δ_k)`
-from the codec: the Elias-gamma codec's byte count in closed form (equal to
-`len(encode_to_bytes(...))`, see `elias_gamma_coded_bits`), any other codec
-by encoding every candidate. The search is a static Python loop over the
+from the codec: in closed form where the codec has one (a `coded_bits`
+method, equal to `8 * len(encode_to_bytes(...))`: the Elias-gamma codec's
+`tff_rdq.codecs.EliasGammaCodec.coded_bits`), by encoding every candidate
+with any other codec. The search is a static Python loop over the
 `K` candidates, vectorized over elements, in core TensorFlow ops only.
 
 Modes (the round counter `t` starts at 0 for the first round):
@@ -108,42 +111,17 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from tff_rdq.codecs import bitstream
+from tff_rdq import validation
 
 SCHEDULE_KINDS = ('exponential', 'linear', 'step')
 MIN_STEP = 1e-30
 MAX_STEP = 1e30
-_INT32_MAX = 2**31 - 1
 
 
 # ----------------------------------------------------------------- validation
 
-def _number(name, value) -> float:
-  if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-    raise TypeError(f'{name} must be a number, got {value!r}.')
-  value = float(value)
-  if not math.isfinite(value):
-    raise ValueError(f'{name} must be finite, got {value!r}.')
-  return value
-
-
-def _positive(name, value) -> float:
-  value = _number(name, value)
-  if value <= 0:
-    raise ValueError(f'{name} must be positive and finite, got {value!r}.')
-  return value
-
-
-def _int_at_least(name, value, low) -> int:
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-    raise TypeError(f'{name} must be an int, got {value!r}.')
-  if value < low:
-    raise ValueError(f'{name} must be an int >= {low}, got {value!r}.')
-  return int(value)
-
-
 def _num_candidates(value) -> int:
-  value = _int_at_least('num_candidates', value, 3)
+  value = validation.check_int('num_candidates', value, low=3)
   if value % 2 == 0:
     raise ValueError(
         f'num_candidates must be odd (the centre is the middle candidate), got {value}.')
@@ -151,20 +129,10 @@ def _num_candidates(value) -> int:
 
 
 def _spread(value) -> float:
-  value = _positive('spread', value)
+  value = validation.check_positive('spread', value)
   if value <= 1.0:
     raise ValueError(f'spread must be > 1 (the ratio of neighbouring candidates), got {value!r}.')
   return value
-
-
-def check_step_size(step_size) -> float:
-  """A positive finite Python float, or a TypeError/ValueError naming `step_size`."""
-  if isinstance(step_size, bool) or not isinstance(
-      step_size, (int, float, np.floating, np.integer)):
-    raise TypeError(f'step_size must be a positive number, got {step_size!r}.')
-  if not np.isfinite(step_size) or step_size <= 0:
-    raise ValueError(f'step_size must be positive and finite, got {step_size!r}.')
-  return float(step_size)
 
 
 # ------------------------------------------------------------ candidate grid
@@ -185,55 +153,6 @@ def tf_candidate_steps(centre: tf.Tensor, multipliers) -> tf.Tensor:
   """The float32 `[K]` candidate steps around the float32 scalar `centre`."""
   centre = tf.cast(tf.cast(centre, tf.float32), tf.float64)
   return tf.cast(centre * tf.constant(multipliers, tf.float64), tf.float32)
-
-
-# --------------------------------------------------- closed-form coded length
-
-def elias_gamma_coded_bits(integers: tf.Tensor, block_size: int) -> tf.Tensor:
-  """Bits of `elias_gamma.encode_to_bytes(row, block_size)` for each row.
-
-  Closed form, without writing any bits: per block, the sum over nonzero
-  values of `(2 * bitlen(run) - 1) + 1 + (2 * bitlen(|v|) - 1)`, plus
-  `2 * bitlen(r + 1) - 1` for a trailing run of `r > 0` zeros, rounded up to
-  whole bytes; plus the format's header, `1 + ceil(m * w / 8)` bytes with `m`
-  blocks and `w` the bit length of the largest block byte count.
-
-  Args:
-    integers: An `int32` tensor `[K, n]` with a static `n`: K vectors to size.
-    block_size: The codec's block size (Python int).
-
-  Returns:
-    An `int64` `[K]` tensor: 8 times the byte length of each row's encoding.
-  """
-  integers = tf.convert_to_tensor(integers)
-  n = int(integers.shape[1])
-  num_rows = tf.shape(integers, out_type=tf.int64)[0]
-  if n == 0:
-    return tf.fill([num_rows], tf.constant(8, tf.int64))
-  num_blocks = -(-n // block_size)
-  integers = tf.maximum(integers, -_INT32_MAX)
-  index = tf.where(tf.not_equal(integers, 0))  # [N, 2], row-major order
-  magnitude = tf.abs(tf.cast(tf.gather_nd(integers, index), tf.int64))
-  row, col = index[:, 0], index[:, 1]
-  block_of = col // block_size
-  pos = col - block_of * block_size
-  segment = row * num_blocks + block_of  # non-decreasing
-  first = tf.not_equal(segment, tf.concat([[-1], segment[:-1]], 0))
-  run = tf.where(first, pos + 1, pos - tf.concat([[-1], pos[:-1]], 0))
-  codeword = 2 * bitstream.bit_length(run) + 2 * bitstream.bit_length(magnitude) - 1
-  num_segments = num_rows * num_blocks
-  # One zero entry in the last segment makes the outputs exactly num_segments.
-  ids = tf.concat([segment, tf.reshape(num_segments - 1, [1])], 0)
-  nonzero_bits = tf.math.segment_sum(tf.concat([codeword, [0]], 0), ids)
-  last_plus_one = tf.math.segment_max(tf.concat([pos + 1, [0]], 0), ids)
-  block_len = np.minimum(block_size, n - np.arange(num_blocks) * block_size)
-  trailing = tf.tile(tf.constant(block_len, tf.int64), [num_rows]) - last_plus_one
-  trail_bits = tf.where(
-      trailing > 0, 2 * bitstream.bit_length(trailing + 1) - 1, tf.zeros_like(trailing))
-  block_bytes = tf.reshape((nonzero_bits + trail_bits + 7) // 8, [-1, num_blocks])
-  width = bitstream.bit_length(tf.reduce_max(block_bytes, axis=1))
-  total_bytes = 1 + (num_blocks * width + 7) // 8 + tf.reduce_sum(block_bytes, axis=1)
-  return 8 * total_bytes
 
 
 # ------------------------------------------------------------------ controls
@@ -293,7 +212,7 @@ class Fixed(StepControl):
   """`Δ = step` every round."""
 
   def __init__(self, step):
-    self.step = _positive('step', step)
+    self.step = validation.check_positive('step', step)
     self.initial_step = self.step
 
   def __repr__(self):
@@ -324,10 +243,8 @@ class Schedule(StepControl):
       rounds: length of the linear ramp ('linear'), an int >= 1.
       minimum: a floor for `Δ_t`, >= 0.
     """
-    self.initial = _positive('initial', initial)
-    if kind not in SCHEDULE_KINDS:
-      raise ValueError(f'kind must be one of {SCHEDULE_KINDS}, got {kind!r}.')
-    self.kind = kind
+    self.initial = validation.check_positive('initial', initial)
+    self.kind = validation.check_choice('kind', kind, SCHEDULE_KINDS)
     used = {'exponential': ('decay',), 'step': ('decay', 'every'),
             'linear': ('final', 'rounds')}[kind]
     given = dict(decay=decay, every=every, final=final, rounds=rounds)
@@ -336,13 +253,11 @@ class Schedule(StepControl):
         raise ValueError(f'{name} is required for kind={kind!r}.')
       if name not in used and value is not None:
         raise ValueError(f'{name} does not apply to kind={kind!r} (it uses {used}).')
-    self.decay = _positive('decay', decay) if decay is not None else None
-    self.every = _int_at_least('every', every, 1) if every is not None else None
-    self.final = _positive('final', final) if final is not None else None
-    self.rounds = _int_at_least('rounds', rounds, 1) if rounds is not None else None
-    self.minimum = _number('minimum', minimum)
-    if self.minimum < 0:
-      raise ValueError(f'minimum must be >= 0, got {minimum!r}.')
+    self.decay = validation.check_positive('decay', decay) if decay is not None else None
+    self.every = validation.check_int('every', every, low=1) if every is not None else None
+    self.final = validation.check_positive('final', final) if final is not None else None
+    self.rounds = validation.check_int('rounds', rounds, low=1) if rounds is not None else None
+    self.minimum = validation.check_number('minimum', minimum, low=0)
     self.initial_step = self.initial
 
   def __repr__(self):
@@ -387,7 +302,7 @@ class _GridControl(StepControl):
   """Common part of the modes that evaluate a grid of candidates."""
 
   def _init_grid(self, initial_name, initial, num_candidates, spread):
-    self.initial_step = _positive(initial_name, initial)
+    self.initial_step = validation.check_positive(initial_name, initial)
     if not MIN_STEP <= self.initial_step <= MAX_STEP:
       raise ValueError(f'{initial_name} must be in [{MIN_STEP}, {MAX_STEP}], got {initial!r}.')
     self.num_candidates = _num_candidates(num_candidates)
@@ -417,14 +332,9 @@ class Lagrangian(_GridControl):
   extra_diagnostic_names = ('log_step_vote',)
 
   def __init__(self, lam, centre, num_candidates=7, spread=2**0.5, recentre=True):
-    lam = _number('lam', lam)
-    if lam < 0:
-      raise ValueError(f'lam must be >= 0, got {lam!r}.')
-    self.lam = lam
+    self.lam = validation.check_number('lam', lam, low=0)
     self._init_grid('centre', centre, num_candidates, spread)
-    if not isinstance(recentre, bool):
-      raise TypeError(f'recentre must be a bool, got {recentre!r}.')
-    self.recentre = recentre
+    self.recentre = validation.check_bool('recentre', recentre)
 
   def __repr__(self):
     return (f'Lagrangian(lam={self.lam!r}, centre={self.initial_step!r}, num_candidates='
@@ -451,14 +361,9 @@ class GlobalVote(_GridControl):
   extra_diagnostic_names = ('log_step_vote',)
 
   def __init__(self, lam, initial, num_candidates=5, spread=2.0, smoothing=0.0):
-    lam = _number('lam', lam)
-    if lam < 0:
-      raise ValueError(f'lam must be >= 0, got {lam!r}.')
-    self.lam = lam
+    self.lam = validation.check_number('lam', lam, low=0)
     self._init_grid('initial', initial, num_candidates, spread)
-    self.smoothing = _number('smoothing', smoothing)
-    if not 0.0 <= self.smoothing < 1.0:
-      raise ValueError(f'smoothing must be in [0, 1), got {smoothing!r}.')
+    self.smoothing = validation.check_number('smoothing', smoothing, low=0, high=1, high_open=True)
 
   def __repr__(self):
     return (f'GlobalVote(lam={self.lam!r}, initial={self.initial_step!r}, num_candidates='
@@ -526,11 +431,9 @@ class BitBudget(_GridControl):
   """Steers the round's step to a mean rate of `target_bits` (module doc)."""
 
   def __init__(self, target_bits, initial, num_candidates=5, spread=2.0, payback_rounds=2.0):
-    self.target_bits = _positive('target_bits', target_bits)
+    self.target_bits = validation.check_positive('target_bits', target_bits)
     self._init_grid('initial', initial, num_candidates, spread)
-    self.payback_rounds = _number('payback_rounds', payback_rounds)
-    if self.payback_rounds < 1:
-      raise ValueError(f'payback_rounds must be >= 1, got {payback_rounds!r}.')
+    self.payback_rounds = validation.check_number('payback_rounds', payback_rounds, low=1)
     self.extra_diagnostic_names = tuple(
         f'candidate_rate_{k}' for k in range(self.num_candidates))
 
@@ -570,11 +473,21 @@ def as_step_control(step_size=None, step_control=None) -> StepControl:
   if step_control is None:
     if step_size is None:
       raise ValueError('Pass step_size (a fixed step) or step_control.')
-    return Fixed(check_step_size(step_size))
+    return Fixed(validation.check_positive('step_size', step_size))
   if step_size is not None:
     raise ValueError('Pass either step_size or step_control, not both.')
   if not isinstance(step_control, StepControl):
     raise TypeError(
         'step_control must be Fixed, Schedule, Lagrangian, GlobalVote or BitBudget from'
-        f' tff_rdq.quantizers.step_control, got {step_control!r}.')
+        f' tff_rdq.aggregators.step_control, got {step_control!r}.')
   return step_control
+
+
+# The controls by the names experiment configs use (`aggregator.step_control`).
+CONTROLS = {
+    'fixed': Fixed,
+    'schedule': Schedule,
+    'lagrangian': Lagrangian,
+    'global_vote': GlobalVote,
+    'bit_budget': BitBudget,
+}

@@ -1,6 +1,6 @@
 """Comparison of compression methods at matched data, seeds and sampled clients.
 
-A compare config is an experiment config (see `experiments.config`) plus an
+A compare config is an experiment config (see `tff_rdq.experiments.config`) plus an
 array of `[[sweep]]` tables, each naming a method and the list of settings to
 run it at; every setting is merged into `[aggregator]`:
 
@@ -32,8 +32,8 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from experiments import config as config_lib  # pylint: disable=wrong-import-position
-from experiments import stackoverflow  # pylint: disable=wrong-import-position
+from tff_rdq.experiments import config as config_lib  # pylint: disable=wrong-import-position
+from tff_rdq.experiments import stackoverflow  # pylint: disable=wrong-import-position
 
 TABLE_COLUMNS = ('label', 'method', 'setting', 'eval_accuracy',
                  'eval_accuracy_without_oov_or_eos', 'mean_bits_per_parameter',

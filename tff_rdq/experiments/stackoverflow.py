@@ -38,10 +38,10 @@ from tensorflow_federated.python.simulation.baselines.stackoverflow import word_
 from tensorflow_federated.python.simulation.baselines.stackoverflow import word_prediction_preprocessing
 import tqdm
 
-from experiments import config as config_lib
-from experiments import methods
-from experiments import plots
-from experiments import updates
+from tff_rdq.experiments import config as config_lib
+from tff_rdq.experiments import methods
+from tff_rdq.experiments import plots
+from tff_rdq.experiments import updates
 from tff_rdq import data as data_lib
 from tff_rdq.data import spam_assassin
 from tff_rdq import runtime

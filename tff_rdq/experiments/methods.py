@@ -9,19 +9,11 @@ arguments in `aggregator.options`.
 
 import tensorflow_federated as tff
 
-from experiments.config import AggregatorConfig, ConfigError
-from tff_rdq import codecs
 from tff_rdq import baselines
 from tff_rdq.aggregators import quantize_encode
+from tff_rdq.aggregators import step_control
 from tff_rdq.baselines import tff_builtin
-from tff_rdq.quantizers import step_control
-
-_STEP_CONTROLS = {
-    'schedule': step_control.Schedule,
-    'lagrangian': step_control.Lagrangian,
-    'global_vote': step_control.GlobalVote,
-    'bit_budget': step_control.BitBudget,
-}
+from tff_rdq.experiments.config import AggregatorConfig, ConfigError
 
 
 def _baselines() -> dict:
@@ -39,22 +31,22 @@ def is_uncompressed(config: AggregatorConfig) -> bool:
 def build_factory(config: AggregatorConfig) -> tff.aggregators.WeightedAggregationFactory:
   """The weighted aggregation factory the config names; `ConfigError` if bad."""
   if config.method == 'rdq':
-    if config.codec not in codecs.CODEC_NAMES:
-      raise ConfigError(
-          f'aggregator.codec: must be one of {codecs.CODEC_NAMES}, got {config.codec!r}.')
     if config.step_control == 'fixed':
       step_size, control = config.step_size, None
     else:
       step_size = None
       try:
-        control = _STEP_CONTROLS[config.step_control](**config.step_control_options)
-      except (TypeError, ValueError) as e:
+        control = step_control.CONTROLS[config.step_control](**config.step_control_options)
+      except (KeyError, TypeError, ValueError) as e:
         raise ConfigError(
             f'aggregator.step_control_options={config.step_control_options!r} for '
             f'{config.step_control}: {e}') from None
-    return quantize_encode.QuantizeEncodeFactory(
-        step_size, rounding=config.rounding, normalization=config.normalization,
-        codec=config.codec, step_control=control)
+    try:
+      return quantize_encode.QuantizeEncodeFactory(
+          step_size, rounding=config.rounding, normalization=config.normalization,
+          codec=config.codec, step_control=control)
+    except (TypeError, ValueError) as e:
+      raise ConfigError(f'aggregator: {e}') from None
   if config.method == 'mean':
     return tff.aggregators.MeanFactory()
   registry = _baselines()

@@ -61,8 +61,8 @@ def main(argv=None) -> int:
       print(f'tff-rdq: error: {e}', file=sys.stderr)
       return 2
   # Imported here so that `--help` and argument errors are instant.
-  from experiments import config as config_lib  # pylint: disable=g-import-not-at-top
-  from experiments import stackoverflow  # pylint: disable=g-import-not-at-top
+  from tff_rdq.experiments import config as config_lib  # pylint: disable=g-import-not-at-top
+  from tff_rdq.experiments import stackoverflow  # pylint: disable=g-import-not-at-top
   from tff_rdq import data as data_lib  # pylint: disable=g-import-not-at-top
   user_errors = (config_lib.ConfigError, stackoverflow.ExperimentError,
                  data_lib.CorpusNotFoundError, data_lib.CorpusFormatError, runtime.WorkerError)
@@ -72,18 +72,18 @@ def main(argv=None) -> int:
       print(f'corpus ready: {path}')
       return 0
     if args.command == 'frontier':
-      from experiments import frontier  # pylint: disable=g-import-not-at-top
+      from tff_rdq.experiments import frontier  # pylint: disable=g-import-not-at-top
       try:
         return frontier.main(args.run_dir)
       except FileNotFoundError as e:
         print(f'tff-rdq: error: {e}', file=sys.stderr)
         return 2
     if args.command == 'methods':
-      from experiments import methods  # pylint: disable=g-import-not-at-top
+      from tff_rdq.experiments import methods  # pylint: disable=g-import-not-at-top
       print('\n'.join(methods.method_names()))
       return 0
     if args.command == 'compare':
-      from experiments import compare  # pylint: disable=g-import-not-at-top
+      from tff_rdq.experiments import compare  # pylint: disable=g-import-not-at-top
       out_dir = compare.compare(args.config, args.overrides, progress=not args.no_progress)
       print((out_dir / 'comparison.md').read_text())
       print(f'results in {out_dir}')

@@ -14,6 +14,11 @@ import tomllib
 import typing
 from typing import Any
 
+from tff_rdq import codecs
+from tff_rdq import validation
+from tff_rdq.aggregators import step_control
+from tff_rdq.quantizers import uniform
+
 
 class ConfigError(ValueError):
   """A config file or override is invalid; the message names the key."""
@@ -65,7 +70,7 @@ class AggregatorConfig:
   codec: str = 'elias_gamma'
   # How rdq chooses its step each round: `fixed` (step_size), or one of
   # `schedule`, `lagrangian`, `global_vote`, `bit_budget` built from
-  # `step_control_options` (see tff_rdq.quantizers.step_control), e.g.
+  # `step_control_options` (see tff_rdq.aggregators.step_control), e.g.
   # step_control = "bit_budget", step_control_options = {target_bits = 1.0, initial = 0.3}.
   step_control: str = 'fixed'
   step_control_options: dict = dataclasses.field(default_factory=dict)
@@ -100,9 +105,11 @@ _CHOICES = {
     'data.source': ('local', 'stackoverflow'),
     'training.client_optimizer': ('sgd',),
     'training.server_optimizer': ('sgd', 'adam'),
-    'aggregator.rounding': ('uniform', 'stochastic', 'dithered'),
-    'aggregator.normalization': ('none', 'mean_abs', 'rms', 'max_abs'),
-    'aggregator.step_control': ('fixed', 'schedule', 'lagrangian', 'global_vote', 'bit_budget'),
+    # Read from the modules that define them.
+    'aggregator.rounding': uniform.ROUNDINGS,
+    'aggregator.normalization': uniform.NORMALIZATIONS,
+    'aggregator.codec': codecs.CODEC_NAMES,
+    'aggregator.step_control': tuple(step_control.CONTROLS),
 }
 _POSITIVE = {
     'data.vocab_size', 'data.sequence_length', 'data.batch_size', 'data.client_epochs',
@@ -121,10 +128,13 @@ def _check_value(key: str, value: Any, expected: type) -> Any:
   if isinstance(value, bool) != (origin is bool) or not isinstance(value, origin):
     raise ConfigError(
         f'{key}: expected {origin.__name__}, got {type(value).__name__} {value!r}.')
-  if key in _CHOICES and value not in _CHOICES[key]:
-    raise ConfigError(f'{key}: must be one of {_CHOICES[key]}, got {value!r}.')
-  if key in _POSITIVE and not value > 0:
-    raise ConfigError(f'{key}: must be positive, got {value!r}.')
+  try:
+    if key in _CHOICES:
+      validation.check_choice(key, value, _CHOICES[key])
+    if key in _POSITIVE:
+      validation.check_positive(key, value)
+  except (TypeError, ValueError) as e:
+    raise ConfigError(str(e).replace(f'{key} must', f'{key}: must', 1)) from None
   return value
 
 

@@ -1,0 +1,169 @@
+"""Tests of `tff_rdq.aggregators.compressed`: the federated plumbing and its
+measurements, with a minimal compressor (raw float32 bytes), and the type
+signatures of every sum-form factory."""
+
+import collections
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_federated as tff
+
+import type_signatures as ts
+from tff_rdq import baselines
+from tff_rdq.aggregators import compressed
+from tff_rdq.aggregators import compressor
+from tff_rdq.aggregators import quantize_encode
+from tff_rdq.aggregators import step_control
+from tff_rdq.baselines import tff_builtin
+from tff_rdq.codecs import bitstream
+
+SIZES = [50, 600]  # `tf.nest` order of ts.VALUE_TYPE: bias, kernel.
+NUM_PARAMETERS = sum(SIZES)
+
+
+class RawCompressor(compressor.StatelessCompressor):
+  """Sends every float32 as its 4 raw bytes; reports the update's L1 norm."""
+
+  diagnostic_names = ('squared_error', 'l1')
+
+  def encode(self, flat_values, params):
+    del params
+    streams = [bitstream.bytes_to_string(tf.reshape(tf.bitcast(v, tf.uint8), [-1]))
+               for v in flat_values]
+    l1 = tf.add_n([tf.reduce_sum(tf.abs(tf.cast(v, tf.float64))) for v in flat_values])
+    return streams, collections.OrderedDict(squared_error=tf.constant(0.0, tf.float64), l1=l1)
+
+  def decode(self, streams, sizes):
+    ok, values, zeros = tf.constant(True), [], tf.constant(0, tf.int64)
+    for stream, size in zip(streams, sizes):
+      data = bitstream.string_to_bytes(stream)
+      ok &= tf.equal(tf.size(data), 4 * size)
+      padded = tf.concat([data, tf.zeros([4 * size], tf.uint8)], 0)[:4 * size]
+      v = tf.bitcast(tf.reshape(padded, [size, 4]), tf.float32)
+      values.append(v)
+      zeros += tf.reduce_sum(tf.cast(tf.equal(v, 0.0), tf.int64))
+    return collections.OrderedDict(values=values, ok=ok,
+                                   side_info_bits=tf.constant(0, tf.int64), zeros=zeros)
+
+
+def _clients(num_clients=3, seed=0):
+  rng = np.random.default_rng(seed)
+  return [collections.OrderedDict(
+      kernel=rng.normal(size=(20, 30)).astype(np.float32),
+      bias=np.where(rng.random(50) < 0.5, 0.0, rng.normal(size=50)).astype(np.float32))
+      for _ in range(num_clients)]
+
+
+@pytest.fixture(scope='module')
+def weighted_process():
+  return compressed.CompressedMeanFactory(RawCompressor()).create(
+      ts.VALUE_TYPE, ts.WEIGHT_TYPE)
+
+
+def test_weighted_type_signature(weighted_process):
+  ts.assert_types(weighted_process, ts.STATELESS, ts.compressed_measurements('l1'))
+  with pytest.raises(AssertionError):
+    ts.assert_types(weighted_process, ts.STATELESS, ts.compressed_measurements())
+  with pytest.raises(AssertionError):
+    ts.assert_types(weighted_process, tff.TensorType(np.int64), ts.compressed_measurements('l1'))
+
+
+def test_weighted_round_measurements(weighted_process):
+  clients, weights = _clients(), [1.0, 2.0, 5.0]
+  clients[2]['kernel'][0, 0] = np.nan  # Dropped and counted.
+  output = weighted_process.next(weighted_process.initialize(), clients, weights)
+  kept, kept_weights = clients[:2], weights[:2]
+  for key in ('kernel', 'bias'):
+    expected = sum(w * c[key] for w, c in zip(kept_weights, kept)) / sum(kept_weights)
+    np.testing.assert_allclose(output.result[key], expected, rtol=1e-6)
+  m = output.measurements
+  client_bits = 8 * 4 * NUM_PARAMETERS + compressor.WEIGHT_BITS
+  # Every client's weight is received (32 bits), the dropped one's too; its
+  # payload is empty.
+  assert m['uplink_bits'] == 2 * client_bits + compressor.WEIGHT_BITS
+  assert m['side_info_bits'] == 3 * compressor.WEIGHT_BITS
+  assert m['bits_per_parameter'] == pytest.approx(client_bits / NUM_PARAMETERS)
+  assert m['distortion'] == 0.0
+  zeros = [sum(int(np.sum(c[k] == 0)) for k in c) for c in kept]
+  assert m['sparsity'] == pytest.approx(np.mean(zeros) / NUM_PARAMETERS)
+  l1 = [sum(float(np.abs(c[k].astype(np.float64)).sum()) for k in c) for c in kept]
+  assert m['l1'] == pytest.approx(np.mean(l1))
+  assert m['l1_std'] == pytest.approx(np.std(l1), rel=1e-6)
+  assert m['clients'] == 2 and m['dropped_clients'] == 1
+
+
+def test_sum_round():
+  process = compressed.CompressedSumFactory(RawCompressor()).create(ts.VALUE_TYPE)
+  ts.assert_types(process, ts.STATELESS, ts.compressed_measurements('l1'), weight_type=None)
+  clients = _clients(2)
+  output = process.next(process.initialize(), clients)
+  np.testing.assert_allclose(output.result['kernel'], clients[0]['kernel'] + clients[1]['kernel'],
+                             rtol=1e-6)
+  assert output.measurements['uplink_bits'] == 2 * 8 * 4 * NUM_PARAMETERS
+  assert output.measurements['side_info_bits'] == 0
+
+
+class _Truncating(RawCompressor):
+
+  def encode(self, flat_values, params):
+    streams, diagnostics = super().encode(flat_values, params)
+    return [tf.strings.substr(s, 0, tf.strings.length(s) - 1) for s in streams], diagnostics
+
+
+def test_corrupted_stream_stops_the_round():
+  process = compressed.CompressedSumFactory(_Truncating()).create(ts.VALUE_TYPE)
+  with pytest.raises(Exception, match=compressed.CORRUPT_MESSAGE):
+    process.next(process.initialize(), _clients(1))
+
+
+class _NoSquaredError(RawCompressor):
+  diagnostic_names = ('l1',)
+
+
+def test_protocol_and_value_type_checks():
+  with pytest.raises(TypeError, match='compressor protocol'):
+    compressed.CompressedMeanFactory(object())
+  with pytest.raises(ValueError, match='squared_error'):
+    compressed.CompressedSumFactory(_NoSquaredError()).create(ts.VALUE_TYPE)
+  with pytest.raises(TypeError, match='weight_type'):
+    compressed.CompressedMeanFactory(RawCompressor()).create(ts.VALUE_TYPE, None)
+  with pytest.raises(TypeError, match='floating-point'):
+    compressed.tensor_types(tff.TensorType(np.int32, [3]))
+  with pytest.raises(TypeError, match='not fully defined'):
+    compressed.tensor_types(tff.TensorType(np.float32, [None]))
+  with pytest.raises(TypeError, match='unplaced'):
+    compressed.tensor_types(tff.FederatedType(tff.TensorType(np.float32, [3]), tff.CLIENTS))
+  with pytest.raises(TypeError, match='no tensors'):
+    compressed.tensor_types(tff.StructType([]))
+
+
+# Every sum-form factory: (factory, state type, measurements).
+SUM_FACTORIES = {
+    'quantize_encode': (
+        lambda: quantize_encode.QuantizeEncodeSumFactory(0.1),
+        tff.to_type(collections.OrderedDict(step_size=np.float32)),
+        ts.compressed_measurements('step_size', 'rate')),
+    'quantize_encode_lagrangian': (
+        lambda: quantize_encode.QuantizeEncodeSumFactory(
+            step_control=step_control.Lagrangian(1e4, 0.1, num_candidates=3)),
+        tff.to_type(collections.OrderedDict(step_size=np.float32, round=np.int64)),
+        ts.compressed_measurements('step_size', 'rate', 'objective', 'log_step_vote')),
+    'top_k': (lambda: baselines.TopKSumFactory(0.1), ts.STATELESS,
+              ts.compressed_measurements('index_bits')),
+    'drive': (baselines.DriveSumFactory, ts.STATELESS, ts.compressed_measurements()),
+    'three_lc': (baselines.ThreeLCSumFactory, ts.STATELESS, ts.compressed_measurements()),
+    'qsgd': (lambda: baselines.QSGDSumFactory(4), ts.STATELESS, ts.compressed_measurements()),
+    'terngrad': (baselines.TernGradSumFactory, ts.STATELESS, ts.compressed_measurements()),
+    'tensor_encoding': (
+        lambda: tff_builtin.MeasuredEncodedSumFactory(tff_builtin.uniform_encoder_fn(8, 100)),
+        ts.STATELESS, ts.compressed_measurements()),
+}
+
+
+@pytest.mark.parametrize('name', sorted(SUM_FACTORIES))
+def test_sum_factory_type_signatures(name):
+  make, state_type, measurements = SUM_FACTORIES[name]
+  factory = make()
+  assert isinstance(factory, compressed.CompressedSumFactory)
+  ts.assert_types(factory.create(ts.VALUE_TYPE), state_type, measurements, weight_type=None)

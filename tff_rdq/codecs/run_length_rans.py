@@ -1,0 +1,1236 @@
+"""Context-modelled run-length rANS coder of integer vectors, in core TF ops.
+
+Codes an `int32` vector (a flattened tensor of quantized update values) with a
+two-pass, per-vector static model of what real updates look like: long runs of
+zeros whose lengths depend on the previous run (dense rows and all-zero rows
+of embeddings, scale differences between rows and columns), and nonzero values
+whose magnitude depends on the length of the zero run before them and whose
+sign may depend on the previous sign. Only core TensorFlow ops are used, so it
+runs eagerly and inside TFF federated computations. When the run-length Elias-
+gamma format of `elias_gamma` is not larger (tiny or peculiar vectors), the
+output *is* that format, byte for byte, so this codec is never larger than
+Elias-gamma on any vector.
+
+**Symbols.** The nonzero values `v_0 .. v_{N-1}` (in index order) are coded
+as pairs: the number `r_i >= 0` of zeros before `v_i` (after `v_{i-1}`), then
+`v_i`. Zeros after the last nonzero value are implied by `N`. Both `r` and
+`m = |v| - 1` (`0 .. 2**31 - 1`) are mapped to *class symbols* (`class_symbol`):
+`x < 4` is symbol `x` with no extra bits; otherwise, with `u = x - 3` and
+`e = bit_length(u) - 1`, symbol `4 + e` followed by the `e` low bits of `u`
+(its *mantissa*, coded raw). Symbols are below 35 (`ALPHABET`).
+
+- *Run symbol* of `v_i`: the class symbol of `r_i`.
+- *Value symbol* of `v_i`: in sign mode `S = 0`, the class symbol `c` of
+  `|v_i| - 1`, and the sign is a raw bit; in `S = 1`, `2c + s` with `s = 1`
+  for a negative value (the sign is modelled).
+
+**Contexts.** Run symbol `i` is coded in context `ctx_r(p)`, `p` the previous
+run symbol (`p = 0` at the start of a lane); value symbol `i` in context
+`ctx_v(q)` (`S = 0`) or `2 ctx_v(q) + s'` (`S = 1`), `q` the run symbol of `v_i`
+and `s'` the sign bit of the previous value (0 at the start of a lane). A
+context map with `G` contexts and thresholds `b_1 <= .. <= b_{G-1}` maps `p`
+to `#{k : b_k <= p}` (`context_of_symbol`). The encoder chooses `G_r` in {1, 2,
+4, 8}, `G_v` in {1, 2, 4}, `S` and the thresholds (quantiles of the symbols'
+distribution) minimizing the estimated size (tables included); see
+`encode_to_bytes`.
+
+**Tables.** Each context `g` has precision `T_g` (0 for a context that codes
+nothing, else `table_precision(n_g, k_g)` of its symbol count `n_g` and number
+of distinct symbols `k_g`) and frequencies `f_s` summing to `2**T_g`
+(`quantize_frequencies`: at least 1 for each symbol that occurs). The rANS
+coder uses `f_s * 2**(12 - T_g)` out of `2**12` (`PRECISION`).
+
+**rANS** (as in `rans`, with 12-bit probabilities): state `x` in `[L, L *
+2**16)`, `L = 2**20`. Encoding a symbol of frequency `F` and cumulative
+frequency `C` (last to first): if `x >= F * 2**24`, emit `x mod 2**16` and set
+`x //= 2**16`; then `x = (x // F) * 2**12 + x mod F + C`. Decoding: `slot = x
+mod 2**12` selects the symbol, `x = F * (x // 2**12) + slot - C`, and if `x <
+L`, `x = x * 2**16 + (next word)`.
+
+**Lanes.** With lane size `K` (nonzero values per lane, the encoder's
+choice), lane `j` codes the pairs `j*K .. min(N, (j+1)*K) - 1`, so all lanes
+but the last have exactly `K` pairs and decoding takes `K` steps. Step `t`
+decodes the `t`-th run symbol of every lane that has one, reads a word for each
+lane that needs one (in lane order), then decodes those lanes' value symbols
+and reads again (in lane order). The word stream is these reads in this order.
+
+**Raw bits and lane states** ("bits back"). The raw bits of pair `i` form one
+field: the mantissa of `r_i`, then (if `S = 0`) the sign bit (1 = negative),
+then the mantissa of `|v_i| - 1`. The fields of a lane, concatenated, are its
+raw bits; the first `c_j = min(35, (its raw bit count))` of them are not
+written to the payload: the encoder starts lane `j` in state `2**35 + (those
+bits)` instead of `L`, and the decoder recovers them from the lane's final
+state. A lane state thus costs about 8 bits instead of about 28.
+
+**Byte format** (fields LSB-first as in `bitstream`; `n` is not stored):
+
+  bits 0..7    byte 0: bit 7 = 1 (this format; Elias-gamma's first byte is
+               below 128), bits 0..2 `G_r - 1`, bits 3..5 `G_v - 1`, bit 6 `S`
+  bits 8..39   `N`, the number of nonzero values (1 <= N <= n; the vector of
+               `n` zeros is the 5 bytes `0x80 0 0 0 0`)
+  bits 40..71  `K` (1..N)
+  bits 72..77  `A_r`: the largest run symbol plus one (1..35)
+  bits 78..83  `A_m`: the largest magnitude class symbol plus one (1..35)
+  thresholds   `G_r - 1` run thresholds, then `G_v - 1` value thresholds,
+               6 bits each (0..35, non-decreasing)
+  run table    the tables of the `G_r` run contexts (alphabet `A = A_r`)
+  value table  the tables of the `G_v * (1 + S)` value contexts (alphabet
+               `A = A_m * (1 + S)`)
+  lane states  `ceil(N / K)` 36-bit fields, each lane's initial decoder state
+  zero bits up to a whole byte
+  words        16-bit words (2 bytes each, little-endian), in read order
+  payload      the raw bits of the lanes in lane order, each lane without its
+               first `c_j` bits
+  zero bits up to a whole byte
+
+A table of `G` contexts over an alphabet of `A` symbols (`write_table`):
+`G` 4-bit precisions `T_g` (0..12); then for each context with `T_g > 0`, `A`
+presence bits (1 = the symbol has `f_s > 0`); then for each present symbol (in
+context, then symbol order) `bit_length(f_s) - 1` (0..`T_g`) in
+`bit_length(T_g)` bits; then for each present symbol the `bit_length(f_s) - 1`
+low bits of `f_s`.
+
+Everything before the word stream except the lane states is side information
+(`side_info_bits`): header, thresholds, tables and alignment.
+
+**Canonical decoding.** `G_r`, `G_v`, `S`, the thresholds and `K` are the
+encoder's free choices. For given values and choices exactly one byte string
+is valid: `decode_from_bytes` checks that `N`, `A_r` and `A_m` are exact, that
+every table is exactly the quantized table of the symbols decoded in its
+context (so an unused context has `T_g = 0`), that every lane ends in a state
+`2**35 + c` with `c < 2**c_j`, that all words are read, that the decoded values
+lie in the `int32` range, and that the stream ends with the payload and fewer
+than 8 zero padding bits. A byte string whose first byte is below 128 is
+decoded (and checked) by `elias_gamma`.
+"""
+
+import functools
+
+import numpy as np
+import tensorflow as tf
+
+from tff_rdq.codecs import bitstream
+from tff_rdq.codecs import elias_gamma
+
+PRECISION = 12
+PROB_SCALE = 1 << PRECISION
+WORD_BITS = 16
+STATE_LOWER = 1 << 20
+STATE_BITS = 36
+CARRY_BITS = 35
+CARRY_BASE = 1 << CARRY_BITS
+DIRECT = 4  # Class symbols 0..3 are the values 0..3 themselves.
+ALPHABET = DIRECT + 31  # Class symbols are below this.
+MAX_PRECISION = PRECISION
+PRECISION_FIELD_BITS = 4
+THRESHOLD_BITS = 6
+MARKER = 0x80
+HEADER_BITS = 84
+EMPTY_BYTES = 5  # The format of a vector without nonzero values.
+RUN_CONTEXT_CHOICES = (1, 2, 4, 8)
+VALUE_CONTEXT_CHOICES = (1, 2, 4)
+MAX_RUN_CONTEXTS = 8
+MAX_VALUE_CONTEXTS = 8  # G_v * (1 + S)
+VALUE_ALPHABET = 2 * ALPHABET
+DEFAULT_LANE_OVERHEAD = 0.003
+MIN_LANE_SIZE = 32
+_NOOP_FREQUENCY = PROB_SCALE  # F = 2**12, C = 0 leaves the rANS state as is.
+_LOG_BITS = 16
+# round(log2(f) * 2**16) for f = 0..4096 (0 for f = 0): size estimates are
+# exact integers, so the encoder's choices do not depend on float rounding.
+LOG2_TABLE = np.concatenate(
+    [[0], np.round(np.log2(np.arange(1, PROB_SCALE + 1)) * (1 << _LOG_BITS))]
+).astype(np.int64)
+
+
+def _i64(value) -> tf.Tensor:
+  return tf.cast(value, tf.int64)
+
+
+# ----------------------------------------------------------------------------
+# Model: symbols, contexts, tables (small pure functions).
+
+
+def class_symbol(values: tf.Tensor):
+  """Class symbol, mantissa and mantissa length of non-negative `int64` values.
+
+  `x < 4`: `(x, 0, 0)`. Otherwise `u = x - 3`, `e = bit_length(u) - 1`:
+  `(4 + e, u - 2**e, e)`. Exact for `x < 2**31`.
+  """
+  u = tf.maximum(values - (DIRECT - 1), 1)
+  e = bitstream.bit_length(u) - 1
+  direct = values < DIRECT
+  symbol = tf.where(direct, values, DIRECT + e)
+  mantissa = tf.where(direct, tf.zeros_like(u),
+                      u - tf.bitwise.left_shift(tf.ones_like(u), e))
+  return symbol, mantissa, tf.where(direct, tf.zeros_like(e), e)
+
+
+def class_value(symbol: tf.Tensor, mantissa: tf.Tensor) -> tf.Tensor:
+  """Inverse of `class_symbol`: the value of a class symbol and its mantissa."""
+  e = tf.maximum(symbol - DIRECT, 0)
+  return tf.where(symbol < DIRECT, symbol,
+                  DIRECT - 1 + tf.bitwise.left_shift(tf.ones_like(e), e) + mantissa)
+
+
+def mantissa_bits(symbol: tf.Tensor) -> tf.Tensor:
+  """Number of mantissa bits of class symbols."""
+  return tf.maximum(symbol - DIRECT, 0)
+
+
+def quantile_thresholds(histogram: tf.Tensor, num_contexts: int) -> tf.Tensor:
+  """Thresholds splitting a symbol histogram into `num_contexts` quantiles.
+
+  With `c_s` the cumulative count up to symbol `s` and `N` the total,
+  `b_k = #{s : c_s < ceil(k N / G)} + 1` for `k = 1 .. G - 1`.
+
+  Args:
+    histogram: `int64` vector of `ALPHABET` counts.
+    num_contexts: Python int `G >= 1`.
+
+  Returns:
+    An `int64` vector of `G - 1` non-decreasing thresholds in `1 .. ALPHABET`.
+  """
+  cumulative = tf.math.cumsum(histogram)
+  total = cumulative[-1]
+  k = tf.range(1, num_contexts, dtype=tf.int64)
+  target = (k * total + num_contexts - 1) // num_contexts
+  below = tf.cast(cumulative[tf.newaxis, :] < target[:, tf.newaxis], tf.int64)
+  return tf.reduce_sum(below, axis=1) + 1
+
+
+def context_of_symbol(thresholds: tf.Tensor, size: int = ALPHABET + 1) -> tf.Tensor:
+  """`#{k : b_k <= p}` for each symbol `p` in `0 .. size - 1` (`int64`)."""
+  p = tf.range(size, dtype=tf.int64)
+  return tf.reduce_sum(
+      tf.cast(thresholds[tf.newaxis, :] <= p[:, tf.newaxis], tf.int64), axis=1)
+
+
+def table_precision(count: tf.Tensor, distinct: tf.Tensor) -> tf.Tensor:
+  """`T` of a context with `count` symbols of which `distinct` differ.
+
+  0 if `count = 0`; else `min(12, max(1, ceil(ceil(log2 count) / 2) + 2,
+  ceil(log2 distinct)))` (about half the bits of the count, as a two-part code
+  wants, and enough slots for every symbol that occurs).
+  """
+  half = (bitstream.bit_length(tf.maximum(count - 1, 0)) + 1) // 2 + 2
+  need = bitstream.bit_length(tf.maximum(distinct - 1, 0))
+  precision = tf.minimum(tf.maximum(half, need), MAX_PRECISION)
+  return tf.where(count > 0, tf.maximum(precision, 1), tf.zeros_like(precision))
+
+
+def quantize_frequencies(counts: tf.Tensor, precision: tf.Tensor) -> tf.Tensor:
+  """Frequencies summing to `2**T` per row, at least 1 for each present symbol.
+
+  Per row (context) with counts `c_s`, `k` present symbols, total `n` and
+  `M = 2**T`: `f_s = 1 + floor(c_s (M - k) / n)` for present symbols, 0 for the
+  others; the rest of `M` goes to the first symbol of largest count. A row
+  with `T = 0` (no symbols) is all zeros. Integer arithmetic only.
+
+  Args:
+    counts: `int64` tensor `[..., A]`.
+    precision: `int64` tensor `[...]`, `table_precision` of each row.
+
+  Returns:
+    An `int64` tensor shaped like `counts`.
+  """
+  present = counts > 0
+  k = tf.reduce_sum(tf.cast(present, tf.int64), axis=-1, keepdims=True)
+  total = tf.maximum(tf.reduce_sum(counts, axis=-1, keepdims=True), 1)
+  scale = tf.bitwise.left_shift(tf.ones_like(k), precision[..., tf.newaxis])
+  freqs = tf.where(present, 1 + counts * (scale - k) // total,
+                   tf.zeros_like(counts))
+  size = tf.shape(counts, out_type=tf.int64)[-1]
+  index = tf.range(size)
+  largest = tf.reduce_max(counts, axis=-1, keepdims=True)
+  top = tf.reduce_min(tf.where(present & tf.equal(counts, largest), index, size),
+                      axis=-1, keepdims=True)
+  rest = scale - tf.reduce_sum(freqs, axis=-1, keepdims=True)
+  freqs += tf.where(tf.equal(index, top), rest, tf.zeros_like(freqs))
+  return tf.where(precision[..., tf.newaxis] > 0, freqs, tf.zeros_like(freqs))
+
+
+def model_tables(counts: tf.Tensor):
+  """`(T, f)` of context counts `[..., G, A]`: precisions and frequencies."""
+  distinct = tf.reduce_sum(tf.cast(counts > 0, tf.int64), axis=-1)
+  precision = table_precision(tf.reduce_sum(counts, axis=-1), distinct)
+  return precision, quantize_frequencies(counts, precision)
+
+
+def table_bits(precision: tf.Tensor, freqs: tf.Tensor, num_contexts,
+               alphabet) -> tf.Tensor:
+  """Bits of `write_table` for the first `num_contexts` rows and `alphabet` symbols.
+
+  `4 G + sum over rows with T > 0 of (A + sum over present symbols of
+  (bit_length(T) + bit_length(f) - 1))`. Rows and symbols beyond must be zero.
+  """
+  used = precision > 0
+  per_symbol = tf.where(
+      freqs > 0,
+      bitstream.bit_length(precision)[..., tf.newaxis]
+      + bitstream.bit_length(freqs) - 1, tf.zeros_like(freqs))
+  rows = tf.where(used, _i64(alphabet) + tf.reduce_sum(per_symbol, axis=-1),
+                  tf.zeros_like(precision))
+  return PRECISION_FIELD_BITS * _i64(num_contexts) + tf.reduce_sum(rows, axis=-1)
+
+
+def coded_cost(counts: tf.Tensor, precision: tf.Tensor,
+               freqs: tf.Tensor) -> tf.Tensor:
+  """`sum c_s (T - log2 f_s)` in units of `2**-16` bits (exact integers)."""
+  log_f = tf.gather(tf.constant(LOG2_TABLE), freqs)
+  per_symbol = counts * (
+      tf.bitwise.left_shift(precision, _LOG_BITS)[..., tf.newaxis] - log_f)
+  return tf.reduce_sum(tf.where(counts > 0, per_symbol, tf.zeros_like(counts)),
+                       axis=[-2, -1])
+
+
+def _first_min(costs: tf.Tensor) -> tf.Tensor:
+  """Index of the first smallest entry (explicitly: argmin promises no tie order)."""
+  index = tf.range(tf.size(costs, out_type=tf.int64))
+  return tf.reduce_min(tf.where(tf.equal(costs, tf.reduce_min(costs)), index,
+                                tf.size(costs, out_type=tf.int64)))
+
+
+def candidate_thresholds(histogram: tf.Tensor, choices) -> tf.Tensor:
+  """`quantile_thresholds` for several context counts at once.
+
+  Args:
+    histogram: `int64` vector of `ALPHABET` counts.
+    choices: Python ints, the context counts `G` (at most 8).
+
+  Returns:
+    An `int64` tensor `[len(choices), 7]`: row `c` holds the `G_c - 1`
+    thresholds of `quantile_thresholds(histogram, G_c)`, then `ALPHABET + 1`
+    (a threshold no symbol reaches).
+  """
+  cumulative = tf.math.cumsum(histogram)
+  total = cumulative[-1]
+  k = np.arange(1, MAX_RUN_CONTEXTS)[np.newaxis, :]
+  g = np.array(choices)[:, np.newaxis]
+  target = (tf.constant(k, tf.int64) * total + tf.constant(g - 1, tf.int64)) // g
+  below = tf.cast(cumulative[tf.newaxis, tf.newaxis, :] < target[:, :, tf.newaxis],
+                  tf.int64)
+  return tf.where(tf.constant(k < g), tf.reduce_sum(below, axis=-1) + 1,
+                  _i64(ALPHABET + 1))
+
+
+def _context_counts_by_candidate(counts, contexts, rows: int):
+  """Sums the rows of `counts` (`[ALPHABET, ...]`) per candidate context map.
+
+  Args:
+    counts: `int64` tensor `[ALPHABET, ...]`, indexed first by the symbol
+      that selects the context.
+    contexts: `int64` `[C, ALPHABET]`, each candidate's context of each symbol.
+    rows: Python int, the number of contexts per candidate.
+
+  Returns:
+    `int64` `[C, rows, ...]`.
+  """
+  num = contexts.shape[0]
+  tiled = tf.tile(counts[tf.newaxis], [num] + [1] * counts.shape.rank)
+  tiled = tf.reshape(tiled, [num * ALPHABET] + counts.shape[1:].as_list())
+  ids = tf.reshape(contexts + rows * tf.range(num, dtype=tf.int64)[:, tf.newaxis], [-1])
+  summed = tf.math.unsorted_segment_sum(tiled, ids, num * rows)
+  return tf.reshape(summed, [num, rows] + counts.shape[1:].as_list())
+
+
+def choose_model(run_symbols, value_classes, negative, num_nonzero):
+  """The encoder's choice of contexts and sign mode (see `encode_to_bytes`).
+
+  Counts pairs with the previous pair's symbols in a single lane (lane starts
+  are ignored) and picks, separately for runs and values, the candidate of
+  smallest `coded_cost + 2**16 * (table bits + threshold bits (+ N raw sign
+  bits if S = 0))`; the first candidate on ties. Run candidates: `G_r` in
+  `RUN_CONTEXT_CHOICES` with thresholds `quantile_thresholds` of the previous
+  run symbols; value candidates: `S = 0`, then `S = 1`, each with `G_v` in
+  `VALUE_CONTEXT_CHOICES` and thresholds of the pairs' run symbols.
+
+  Returns:
+    A dict: `run_contexts` (G_r), `value_contexts` (G_v), `sign_mode` (S),
+    `run_thresholds` and `value_thresholds` (padded to 7 with ALPHABET + 1),
+    `estimate` (the chosen candidates' cost in 2**-16 bits), `alphabet_r`,
+    `alphabet_m`.
+  """
+  n = _i64(num_nonzero)
+  previous = tf.concat([[0], run_symbols[:-1]], 0)
+  previous_negative = tf.concat([[0], negative[:-1]], 0)
+  pair_counts = tf.reshape(tf.math.bincount(
+      tf.cast(previous * ALPHABET + run_symbols, tf.int32),
+      minlength=ALPHABET * ALPHABET, maxlength=ALPHABET * ALPHABET,
+      dtype=tf.int64), [ALPHABET, ALPHABET])
+  signed_value = 2 * value_classes + negative
+  value_counts = tf.reshape(tf.math.bincount(
+      tf.cast((run_symbols * 2 + previous_negative) * VALUE_ALPHABET
+              + signed_value, tf.int32),
+      minlength=ALPHABET * 2 * VALUE_ALPHABET,
+      maxlength=ALPHABET * 2 * VALUE_ALPHABET, dtype=tf.int64),
+      [ALPHABET, 2, VALUE_ALPHABET])
+  alphabet_r = tf.reduce_max(tf.concat([run_symbols, [-1]], 0)) + 1
+  alphabet_m = tf.reduce_max(tf.concat([value_classes, [-1]], 0)) + 1
+  symbols = tf.range(ALPHABET, dtype=tf.int64)
+
+  def contexts_of(thresholds):
+    return tf.reduce_sum(tf.cast(
+        thresholds[:, tf.newaxis, :] <= symbols[tf.newaxis, :, tf.newaxis],
+        tf.int64), axis=-1)
+
+  # Runs: contexts from the previous run symbol.
+  run_choices = np.array(RUN_CONTEXT_CHOICES)
+  run_thresholds = candidate_thresholds(tf.reduce_sum(pair_counts, axis=1),
+                                        RUN_CONTEXT_CHOICES)
+  counts = _context_counts_by_candidate(pair_counts, contexts_of(run_thresholds),
+                                        MAX_RUN_CONTEXTS)
+  precision, freqs = model_tables(counts)
+  run_costs = coded_cost(counts, precision, freqs) + tf.bitwise.left_shift(
+      table_bits(precision, freqs, run_choices, alphabet_r)
+      + THRESHOLD_BITS * (run_choices - 1), _LOG_BITS)
+
+  # Values: contexts from the pair's run symbol (and the previous sign).
+  choices = VALUE_CONTEXT_CHOICES
+  value_choices = np.array(choices * 2)
+  sign_modes = np.repeat([0, 1], len(choices))
+  thresholds = candidate_thresholds(tf.reduce_sum(pair_counts, axis=0), choices)
+  contexts = contexts_of(thresholds)
+  by_magnitude = tf.reduce_sum(
+      tf.reshape(value_counts, [ALPHABET, 2, ALPHABET, 2]), axis=[1, 3])
+  unsigned = _context_counts_by_candidate(by_magnitude, contexts, MAX_VALUE_CONTEXTS)
+  unsigned = tf.pad(unsigned, [[0, 0], [0, 0], [0, VALUE_ALPHABET - ALPHABET]])
+  signed = tf.reshape(
+      _context_counts_by_candidate(value_counts, contexts, MAX_VALUE_CONTEXTS // 2),
+      [len(choices), MAX_VALUE_CONTEXTS, VALUE_ALPHABET])
+  counts = tf.concat([unsigned, signed], 0)
+  precision, freqs = model_tables(counts)
+  alphabet = tf.stack([alphabet_m] * len(choices) + [2 * alphabet_m] * len(choices))
+  value_costs = coded_cost(counts, precision, freqs) + tf.bitwise.left_shift(
+      table_bits(precision, freqs, value_choices * (1 + sign_modes),
+                 alphabet[:, tf.newaxis])
+      + THRESHOLD_BITS * (value_choices - 1)
+      + tf.where(tf.constant(sign_modes > 0), _i64(0), n), _LOG_BITS)
+  value_thresholds = tf.concat([thresholds, thresholds], 0)
+
+  best_run, best_value = _first_min(run_costs), _first_min(value_costs)
+  return dict(
+      run_contexts=tf.gather(tf.constant(run_choices, tf.int64), best_run),
+      value_contexts=tf.gather(tf.constant(value_choices, tf.int64), best_value),
+      sign_mode=tf.gather(tf.constant(sign_modes, tf.int64), best_value),
+      run_thresholds=tf.gather(run_thresholds, best_run),
+      value_thresholds=tf.gather(value_thresholds, best_value),
+      estimate=tf.gather(run_costs, best_run) + tf.gather(value_costs, best_value),
+      alphabet_r=alphabet_r, alphabet_m=alphabet_m)
+
+
+def choose_lane_size(estimate_bits, raw_bits, num_nonzero,
+                     lane_overhead: float = DEFAULT_LANE_OVERHEAD):
+  """`K`: lanes whose states cost about `lane_overhead` of the estimated bits.
+
+  A lane state costs about 8 bits when its lane has 35 raw bits to carry and
+  about 36 otherwise, so `lanes = min(E // D8, max(E // D36, raw // 35))`
+  (`E`: estimated bits, `D8 = round(8 / lane_overhead)`, `D36 = round(36 /
+  lane_overhead)`), clipped to `1 .. max(1, N // 32)`; `K = ceil(N / lanes)`.
+  """
+  d8, d36 = round(8 / lane_overhead), round(36 / lane_overhead)
+  n = _i64(num_nonzero)
+  lanes = tf.minimum(estimate_bits // d8,
+                     tf.maximum(estimate_bits // d36, raw_bits // CARRY_BITS))
+  lanes = tf.clip_by_value(lanes, 1, tf.maximum(n // MIN_LANE_SIZE, 1))
+  return tf.maximum((n + lanes - 1) // lanes, 1)
+
+
+def lane_contexts(run_symbols, negative, lane_size, model):
+  """Contexts of every pair's run and value symbol, lanes restarting.
+
+  Returns:
+    `(run_context, value_context, value_symbol)`.
+  """
+  n = tf.size(run_symbols, out_type=tf.int64)
+  first = tf.equal(tf.range(n) % lane_size, 0)
+  previous = tf.where(first, tf.zeros_like(run_symbols),
+                      tf.concat([[0], run_symbols[:-1]], 0))
+  previous_negative = tf.where(first, tf.zeros_like(negative),
+                               tf.concat([[0], negative[:-1]], 0))
+  run_ctx = tf.gather(context_of_symbol(model['run_thresholds']), previous)
+  value_ctx = tf.gather(context_of_symbol(model['value_thresholds']), run_symbols)
+  value_ctx = tf.where(model['sign_mode'] > 0, 2 * value_ctx + previous_negative,
+                       value_ctx)
+  return run_ctx, value_ctx
+
+
+def context_counts(contexts, symbols, num_rows: int, alphabet: int) -> tf.Tensor:
+  """`[num_rows, alphabet]` counts of `(context, symbol)` pairs."""
+  return tf.reshape(tf.math.bincount(
+      tf.cast(contexts * alphabet + symbols, tf.int32),
+      minlength=num_rows * alphabet, maxlength=num_rows * alphabet,
+      dtype=tf.int64), [num_rows, alphabet])
+
+
+# ----------------------------------------------------------------------------
+# Bit fields.
+
+
+def table_fields(precision, freqs, num_contexts, alphabet, start):
+  """`(values, offsets, end)` of `write_table` at bit `start` (see module doc).
+
+  `precision` `[R]` and `freqs` `[R, W]` are static-size; only the first
+  `num_contexts` rows and `alphabet` columns are written (the rest must be 0).
+  """
+  rows = tf.shape(freqs, out_type=tf.int64)[0]
+  width = tf.shape(freqs, out_type=tf.int64)[1]
+  in_table = tf.range(rows) < num_contexts
+  used = (precision > 0) & in_table
+  presence_len = tf.where(
+      used[:, tf.newaxis] & (tf.range(width)[tf.newaxis, :] < alphabet),
+      tf.ones_like(freqs), tf.zeros_like(freqs))
+  present = freqs > 0
+  length_width = tf.where(present, bitstream.bit_length(precision)[:, tf.newaxis],
+                          tf.zeros_like(freqs))
+  mantissa_len = tf.where(present, bitstream.bit_length(freqs) - 1,
+                          tf.zeros_like(freqs))
+  mantissa = tf.where(
+      present, freqs - tf.bitwise.left_shift(tf.ones_like(freqs), mantissa_len),
+      tf.zeros_like(freqs))
+  flat = lambda t: tf.reshape(t, [-1])
+  precision_start = start
+  presence_start = precision_start + PRECISION_FIELD_BITS * _i64(num_contexts)
+  length_start = presence_start + tf.reduce_sum(presence_len)
+  mantissa_start = length_start + tf.reduce_sum(length_width)
+  end = mantissa_start + tf.reduce_sum(mantissa_len)
+  precision_len = tf.where(in_table, _i64(PRECISION_FIELD_BITS), _i64(0))
+  values = [
+      tf.cast(tf.where(in_table, precision, tf.zeros_like(precision)), tf.uint64),
+      tf.cast(flat(tf.cast(present, tf.int64) * presence_len), tf.uint64),
+      tf.cast(flat(mantissa_len), tf.uint64),
+      tf.cast(flat(mantissa), tf.uint64),
+  ]
+  offsets = [
+      precision_start + tf.math.cumsum(_i64(precision_len), exclusive=True),
+      presence_start + tf.math.cumsum(flat(presence_len), exclusive=True),
+      length_start + tf.math.cumsum(flat(length_width), exclusive=True),
+      mantissa_start + tf.math.cumsum(flat(mantissa_len), exclusive=True),
+  ]
+  return values, offsets, end
+
+
+def _read(words, offset, width):
+  return _i64(bitstream.low_bits(bitstream.read_bits(words, offset), width))
+
+
+def read_table(words, start, num_contexts, alphabet, rows: int, width: int):
+  """Reads `write_table` at bit `start`: `(precision [rows], freqs [rows, width], end, ok)`.
+
+  `num_contexts <= rows` and `alphabet <= width` must hold (clamped by the
+  caller). `ok` is False when a precision exceeds 12, a length exceeds its
+  row's precision or a used row does not sum to `2**T`.
+  """
+  in_table = tf.range(rows, dtype=tf.int64) < num_contexts
+  precision_len = tf.where(in_table, _i64(PRECISION_FIELD_BITS), 0)
+  precision = _read(words, start + tf.math.cumsum(precision_len, exclusive=True),
+                    precision_len)
+  ok = tf.reduce_all(precision <= MAX_PRECISION)
+  precision = tf.minimum(precision, MAX_PRECISION)
+  used = precision > 0
+  presence_len = tf.where(
+      used[:, tf.newaxis]
+      & (tf.range(width, dtype=tf.int64)[tf.newaxis, :] < alphabet),
+      tf.ones([rows, width], tf.int64), tf.zeros([rows, width], tf.int64))
+  flat_len = tf.reshape(presence_len, [-1])
+  presence_start = start + PRECISION_FIELD_BITS * num_contexts
+  present = tf.reshape(
+      _read(words, presence_start + tf.math.cumsum(flat_len, exclusive=True),
+            flat_len), [rows, width]) > 0
+  length_start = presence_start + tf.reduce_sum(flat_len)
+  length_width = tf.where(present, bitstream.bit_length(precision)[:, tf.newaxis],
+                          tf.zeros([rows, width], tf.int64))
+  flat_width = tf.reshape(length_width, [-1])
+  lengths = tf.reshape(
+      _read(words, length_start + tf.math.cumsum(flat_width, exclusive=True),
+            flat_width), [rows, width])
+  ok &= tf.reduce_all(lengths <= precision[:, tf.newaxis])
+  lengths = tf.minimum(lengths, precision[:, tf.newaxis])
+  mantissa_start = length_start + tf.reduce_sum(flat_width)
+  flat_mantissa = tf.reshape(tf.where(present, lengths, tf.zeros_like(lengths)), [-1])
+  mantissa = tf.reshape(
+      _read(words, mantissa_start + tf.math.cumsum(flat_mantissa, exclusive=True),
+            flat_mantissa), [rows, width])
+  freqs = tf.where(present,
+                   tf.bitwise.left_shift(tf.ones_like(lengths), lengths) + mantissa,
+                   tf.zeros_like(lengths))
+  scale = tf.bitwise.left_shift(tf.ones_like(precision), precision)
+  ok &= tf.reduce_all(tf.logical_not(used)
+                      | tf.equal(tf.reduce_sum(freqs, axis=1), scale))
+  end = mantissa_start + tf.reduce_sum(flat_mantissa)
+  return precision, freqs, end, ok
+
+
+def coding_table(precision, freqs):
+  """`(F, C)` per `[context, symbol]`: frequencies scaled to `2**12` and cumulative."""
+  scaled = tf.bitwise.left_shift(freqs, (PRECISION - precision)[:, tf.newaxis])
+  return scaled, tf.math.cumsum(scaled, axis=1, exclusive=True)
+
+
+def raw_fields(run_mantissa, run_len, magnitude_mantissa, magnitude_len,
+               negative, sign_mode):
+  """Per pair: raw field value (`uint64`) and length (run, sign, magnitude)."""
+  sign_len = tf.where(sign_mode > 0, tf.zeros_like(run_len), tf.ones_like(run_len))
+  value = tf.bitwise.bitwise_or(
+      tf.cast(run_mantissa, tf.uint64),
+      tf.bitwise.left_shift(
+          tf.bitwise.bitwise_or(
+              tf.cast(negative * sign_len, tf.uint64),
+              tf.bitwise.left_shift(tf.cast(magnitude_mantissa, tf.uint64),
+                                    tf.cast(sign_len, tf.uint64))),
+          tf.cast(run_len, tf.uint64)))
+  return value, run_len + sign_len + magnitude_len
+
+
+def carry_layout(field_len, lane_size, num_lanes):
+  """Where each raw field goes: carried into its lane state or the payload.
+
+  Returns:
+    `(lane, lane_start, carried, carried_bits, payload_offset)`: per field its
+    lane, the raw-bit offset of the field within its lane, the number of its
+    low bits carried in the lane state, and the payload bit offset of the rest;
+    per lane the number of carried bits `c_j`.
+  """
+  n = tf.size(field_len, out_type=tf.int64)
+  lane = tf.range(n) // lane_size
+  offset = tf.math.cumsum(field_len, exclusive=True)
+  lane_bits = bitstream.sorted_segment(tf.math.segment_sum, field_len, lane,
+                                       num_lanes)
+  lane_start = tf.math.cumsum(lane_bits, exclusive=True)
+  carried_bits = tf.minimum(lane_bits, CARRY_BITS)
+  carried_before = tf.math.cumsum(carried_bits)  # including the own lane
+  within = offset - tf.gather(lane_start, lane)
+  cut = tf.gather(carried_bits, lane)
+  carried = tf.clip_by_value(cut - within, 0, field_len)
+  payload_offset = (tf.maximum(offset, tf.gather(lane_start, lane) + cut)
+                    - tf.gather(carried_before, lane))
+  return lane, within, carried, carried_bits, payload_offset
+
+
+# ----------------------------------------------------------------------------
+# rANS loops.
+
+
+def _graph_when_eager(signature):
+  """Runs the function as one traced graph when called eagerly; inlined when traced."""
+  def decorator(fn):
+    traced = tf.function(fn, input_signature=signature, autograph=False)
+
+    def call(*args):
+      return traced(*args) if tf.executing_eagerly() else fn(*args)
+
+    call.__doc__ = fn.__doc__
+    return call
+  return decorator
+
+
+def _spec(*shape, dtype=tf.int64):
+  return tf.TensorSpec(shape, dtype)
+
+
+def _encode_step(x, freq, cumulative):
+  emit = x >= tf.bitwise.left_shift(freq, STATE_BITS - PRECISION)
+  x = tf.where(emit, tf.bitwise.right_shift(x, WORD_BITS), x)
+  quotient = x // freq
+  return tf.bitwise.left_shift(quotient, PRECISION) + (x - quotient * freq) + cumulative
+
+
+@_graph_when_eager([_spec(None, None)] * 4 + [_spec(None)])
+def encode_lanes(run_f, run_c, value_f, value_c, initial):
+  """rANS-encodes `[steps, lanes]` symbols, last step first, from `initial` states.
+
+  Returns:
+    `(states, before_run, before_value)`: final states and the states before
+    coding each run / value symbol (`[steps, lanes]`).
+  """
+  steps = tf.shape(run_f)[0]
+  lanes = tf.shape(run_f)[1]
+
+  def outputs():
+    array = tf.TensorArray(tf.int64, size=steps + 1)
+    return array.write(steps, tf.zeros([lanes], tf.int64))
+
+  def body(t, x, before_run, before_value):
+    t -= 1
+    before_value = before_value.write(t, x)
+    x = _encode_step(x, tf.gather(value_f, t), tf.gather(value_c, t))
+    before_run = before_run.write(t, x)
+    x = _encode_step(x, tf.gather(run_f, t), tf.gather(run_c, t))
+    return t, x, before_run, before_value
+
+  _, states, before_run, before_value = tf.while_loop(
+      lambda t, *_: t > 0, body, (steps, initial, outputs(), outputs()))
+  return states, before_run.stack()[:steps], before_value.stack()[:steps]
+
+
+def _slot_table(precision, freqs, rows: int, width: int):
+  """Per `context * 2**12 + slot`: `symbol | F << 8 | (slot - C) << 21`.
+
+  Unused contexts (and any row not summing to `2**12`) decode to the invalid
+  symbol `width` with `F = 2**12`.
+  """
+  scaled, _ = coding_table(precision, freqs)
+  valid = tf.equal(tf.reduce_sum(scaled, axis=1), PROB_SCALE)
+  scaled = tf.where(valid[:, tf.newaxis], scaled, tf.zeros_like(scaled))
+  full = tf.concat([scaled, tf.where(valid, _i64(0), _i64(PROB_SCALE))[:, tf.newaxis]], 1)
+  flat = tf.reshape(full, [-1])
+  cumulative = tf.math.cumsum(flat)
+  slots = tf.range(rows * PROB_SCALE, dtype=tf.int64)
+  index = tf.minimum(
+      tf.searchsorted(cumulative, slots, side='right', out_type=tf.int64),
+      rows * (width + 1) - 1)
+  freq = tf.gather(flat, index)
+  bias = slots - (tf.gather(cumulative, index) - freq)
+  symbol = index % (width + 1)
+  return tf.bitwise.bitwise_or(
+      symbol, tf.bitwise.bitwise_or(tf.bitwise.left_shift(freq, 8),
+                                    tf.bitwise.left_shift(bias, 21)))
+
+
+def _renormalize(x, need, pointer, words):
+  need_count = tf.cast(need, tf.int64)
+  at = tf.minimum(pointer + tf.math.cumsum(need_count, exclusive=True),
+                  tf.size(words, out_type=tf.int64) - 1)
+  refilled = tf.bitwise.bitwise_or(tf.bitwise.left_shift(x, WORD_BITS),
+                                   tf.gather(words, at))
+  return tf.where(need, refilled, x), pointer + tf.reduce_sum(need_count)
+
+
+def _decode_symbol(x, table, context, active, pointer, words):
+  entry = tf.gather(table, context * PROB_SCALE
+                    + tf.bitwise.bitwise_and(x, PROB_SCALE - 1))
+  symbol = tf.bitwise.bitwise_and(entry, 255)
+  freq = tf.bitwise.bitwise_and(tf.bitwise.right_shift(entry, 8), 8191)
+  decoded = (freq * tf.bitwise.right_shift(x, PRECISION)
+             + tf.bitwise.right_shift(entry, 21))
+  decoded, pointer = _renormalize(decoded, active & (decoded < STATE_LOWER),
+                                  pointer, words)
+  return symbol, tf.where(active, decoded, x), pointer
+
+
+@_graph_when_eager([_spec(None), _spec(None), _spec(None), _spec(None),
+                    _spec(None), _spec(None), _spec(), _spec(None),
+                    _spec(dtype=tf.int32)])
+def decode_lanes(states, counts, run_table, run_context_of, value_table,
+                 value_context_of, sign_mode, words, steps):
+  """Decodes `steps` pairs in every lane (lane `j` stops after `counts[j]`).
+
+  Returns:
+    `(states, pointer, pairs)`: final states, words read, and `[steps, lanes]`
+    `run_symbol | value_symbol << 8`.
+  """
+  lanes = tf.shape(states)[0]
+  sign_mask = tf.where(sign_mode > 0, _i64(1), _i64(0))
+
+  def body(t, x, previous, previous_negative, pointer, pairs):
+    active = _i64(t) < counts
+    run_ctx = tf.gather(run_context_of, previous)
+    run, x, pointer = _decode_symbol(x, run_table, run_ctx, active, pointer, words)
+    value_ctx = tf.gather(value_context_of, 2 * run + previous_negative)
+    value, x, pointer = _decode_symbol(x, value_table, value_ctx, active, pointer,
+                                       words)
+    pairs = pairs.write(t, tf.bitwise.bitwise_or(run, tf.bitwise.left_shift(value, 8)))
+    previous = tf.where(active, run, previous)
+    previous_negative = tf.where(
+        active, tf.bitwise.bitwise_and(value, sign_mask), previous_negative)
+    return t + 1, x, previous, previous_negative, pointer, pairs
+
+  pairs = tf.TensorArray(tf.int64, size=steps + 1)
+  pairs = pairs.write(steps, tf.zeros([lanes], tf.int64))
+  zeros = tf.zeros([lanes], tf.int64)
+  _, states, _, _, pointer, pairs = tf.while_loop(
+      lambda t, *_: t < steps, body,
+      (tf.constant(0), states, zeros, zeros, tf.constant(0, tf.int64), pairs))
+  return states, pointer, pairs.stack()[:steps]
+
+
+# ----------------------------------------------------------------------------
+# Encoder.
+
+
+def _symbols(values):
+  """Positions, run symbols, value classes, signs and raw parts of the nonzeros."""
+  index = tf.where(tf.not_equal(values, 0))[:, 0]
+  nonzero = tf.gather(values, index)
+  runs = index - tf.concat([[-1], index[:-1]], 0) - 1
+  run_symbol, run_mantissa, run_len = class_symbol(runs)
+  magnitude = tf.abs(nonzero) - 1
+  value_class, magnitude_mantissa, magnitude_len = class_symbol(magnitude)
+  negative = tf.cast(nonzero < 0, tf.int64)
+  return dict(run_symbol=run_symbol, run_mantissa=run_mantissa, run_len=run_len,
+              value_class=value_class, magnitude_mantissa=magnitude_mantissa,
+              magnitude_len=magnitude_len, negative=negative)
+
+
+def analyze(values, lane_overhead: float = DEFAULT_LANE_OVERHEAD):
+  """The model the encoder uses for `values`: symbols, contexts, tables.
+
+  Returns:
+    A dict with the entries of `_symbols`, the chosen model (`choose_model`),
+    `lane_size`, `num_lanes`, `run_context`, `value_context`, `value_symbol`,
+    and per table kind `run_precision`/`run_freqs` `[8, 35]` and
+    `value_precision`/`value_freqs` `[8, 70]`.
+  """
+  values = _i64(tf.reshape(values, [-1]))
+  s = _symbols(values)
+  num_nonzero = tf.size(s['run_symbol'], out_type=tf.int64)
+  model = choose_model(s['run_symbol'], s['value_class'], s['negative'], num_nonzero)
+  sign_mode = model['sign_mode']
+  raw_bits = (tf.reduce_sum(s['run_len']) + tf.reduce_sum(s['magnitude_len'])
+              + tf.where(sign_mode > 0, _i64(0), num_nonzero))
+  estimate = (model['estimate'] + (1 << _LOG_BITS) - 1) // (1 << _LOG_BITS)
+  estimate += tf.reduce_sum(s['run_len']) + tf.reduce_sum(s['magnitude_len'])
+  lane_size = choose_lane_size(estimate, raw_bits, num_nonzero, lane_overhead)
+  num_lanes = (num_nonzero + lane_size - 1) // lane_size
+  run_ctx, value_ctx = lane_contexts(s['run_symbol'], s['negative'], lane_size, model)
+  value_symbol = tf.where(sign_mode > 0, 2 * s['value_class'] + s['negative'],
+                          s['value_class'])
+  run_precision, run_freqs = model_tables(
+      context_counts(run_ctx, s['run_symbol'], MAX_RUN_CONTEXTS, ALPHABET))
+  value_precision, value_freqs = model_tables(
+      context_counts(value_ctx, value_symbol, MAX_VALUE_CONTEXTS, VALUE_ALPHABET))
+  return dict(s, **model, num_nonzero=num_nonzero, raw_bits=raw_bits,
+              lane_size=lane_size, num_lanes=num_lanes, run_context=run_ctx,
+              value_context=value_ctx, value_symbol=value_symbol,
+              run_precision=run_precision, run_freqs=run_freqs,
+              value_precision=value_precision, value_freqs=value_freqs)
+
+
+def _lane_matrix(flat, lane_size, num_lanes, fill):
+  """`[K, lanes]` of a per-pair vector, padded with `fill`."""
+  padded = tf.concat(
+      [flat, tf.fill([num_lanes * lane_size - tf.size(flat, out_type=tf.int64)],
+                     tf.constant(fill, tf.int64))], 0)
+  return tf.transpose(tf.reshape(padded, tf.stack([num_lanes, lane_size])))
+
+
+def _encode_context_rans(values, lane_overhead):
+  """This format's bytes for a vector with at least one nonzero value."""
+  m = analyze(values, lane_overhead)
+  num_nonzero, lane_size, num_lanes = m['num_nonzero'], m['lane_size'], m['num_lanes']
+  sign_mode = m['sign_mode']
+  run_contexts = m['run_contexts']
+  value_rows = m['value_contexts'] * (1 + sign_mode)
+  alphabet_r, alphabet_m = m['alphabet_r'], m['alphabet_m']
+  alphabet_v = alphabet_m * (1 + sign_mode)
+
+  # rANS symbols.
+  run_f, run_c = coding_table(m['run_precision'], m['run_freqs'])
+  value_f, value_c = coding_table(m['value_precision'], m['value_freqs'])
+  run_index = m['run_context'] * ALPHABET + m['run_symbol']
+  value_index = m['value_context'] * VALUE_ALPHABET + m['value_symbol']
+  matrices = [
+      _lane_matrix(tf.gather(tf.reshape(table, [-1]), index), lane_size,
+                   num_lanes, fill)
+      for table, index, fill in ((run_f, run_index, _NOOP_FREQUENCY),
+                                 (run_c, run_index, 0),
+                                 (value_f, value_index, _NOOP_FREQUENCY),
+                                 (value_c, value_index, 0))]
+
+  # Raw fields: the first bits of each lane go into its initial state.
+  field, field_len = raw_fields(m['run_mantissa'], m['run_len'],
+                                m['magnitude_mantissa'], m['magnitude_len'],
+                                m['negative'], sign_mode)
+  lane, within, carried, carried_bits, payload_offset = carry_layout(
+      field_len, lane_size, num_lanes)
+  carried_part = tf.bitwise.bitwise_and(
+      field, tf.bitwise.left_shift(bitstream.one(), tf.cast(carried, tf.uint64))
+      - bitstream.one())
+  carried_part = tf.where(carried > 0, tf.bitwise.left_shift(
+      carried_part, tf.cast(tf.minimum(within, 63), tf.uint64)),
+                          tf.zeros_like(carried_part))
+  initial = CARRY_BASE + _i64(bitstream.sorted_segment(
+      tf.math.segment_sum, carried_part, lane, num_lanes))
+  payload = tf.where(carried < field_len,
+                     tf.bitwise.right_shift(field, tf.cast(carried, tf.uint64)),
+                     tf.zeros_like(field))
+  payload_len = field_len - carried
+
+  states, before_run, before_value = encode_lanes(*matrices, initial)
+  before = tf.stack([before_run, before_value], 1)
+  freqs = tf.stack([matrices[0], matrices[2]], 1)
+  emitted = before >= tf.bitwise.left_shift(freqs, STATE_BITS - PRECISION)
+  words = tf.boolean_mask(tf.bitwise.bitwise_and(before, 0xFFFF), emitted)
+
+  # Header, thresholds, tables and lane states.
+  byte0 = (MARKER + (run_contexts - 1) + 8 * (m['value_contexts'] - 1)
+           + 64 * sign_mode)
+  threshold_len = tf.concat([
+      tf.where(tf.range(MAX_RUN_CONTEXTS - 1, dtype=tf.int64) < run_contexts - 1,
+               _i64(THRESHOLD_BITS), _i64(0)),
+      tf.where(tf.range(MAX_VALUE_CONTEXTS - 1, dtype=tf.int64)
+               < m['value_contexts'] - 1, _i64(THRESHOLD_BITS), _i64(0))], 0)
+  thresholds = tf.concat([m['run_thresholds'], m['value_thresholds']], 0)
+  thresholds = tf.where(threshold_len > 0, thresholds, tf.zeros_like(thresholds))
+  run_start = HEADER_BITS + tf.reduce_sum(threshold_len)
+  run_values, run_offsets, value_start = table_fields(
+      m['run_precision'], m['run_freqs'], run_contexts, alphabet_r, run_start)
+  value_values, value_offsets, states_start = table_fields(
+      m['value_precision'], m['value_freqs'], value_rows, alphabet_v, value_start)
+  side_bits = states_start + STATE_BITS * num_lanes
+  side_bytes = (side_bits + 7) // 8
+  header = bitstream.write_fields(
+      values=[tf.cast(tf.stack([byte0, num_nonzero, lane_size, alphabet_r,
+                                alphabet_m]), tf.uint64),
+              tf.cast(thresholds, tf.uint64)]
+      + run_values + value_values + [tf.cast(states, tf.uint64)],
+      offsets=[tf.constant([0, 8, 40, 72, 78], tf.int64),
+               HEADER_BITS + tf.math.cumsum(threshold_len, exclusive=True)]
+      + run_offsets + value_offsets
+      + [states_start + STATE_BITS * tf.range(num_lanes)],
+      num_words=side_bytes // 8 + 2)
+  payload_bits = tf.reduce_sum(payload_len)
+  payload_bytes = (payload_bits + 7) // 8
+  payload_words = bitstream.write_fields(
+      values=[payload], offsets=[payload_offset],
+      num_words=payload_bytes // 8 + 2)
+  word_bytes = tf.reshape(tf.bitcast(tf.cast(words, tf.uint16), tf.uint8), [-1])
+  return tf.concat([
+      bitstream.words_to_bytes(header, side_bytes),
+      word_bytes,
+      bitstream.words_to_bytes(payload_words, payload_bytes),
+  ], 0)
+
+
+def _encode(values, lane_overhead, block_size):
+  values = tf.reshape(values, [-1])
+  n = tf.size(values, out_type=tf.int64)
+  num_nonzero = tf.math.count_nonzero(values, dtype=tf.int64)
+  if values.shape[0] is not None:
+    # The closed form: the Elias-gamma bytes are only written if chosen.
+    eg_bits = elias_gamma.coded_bits(values[tf.newaxis], block_size)[0]
+    eg_data = lambda: elias_gamma.encode_to_bytes(values, block_size)
+  else:
+    eg_bytes = elias_gamma.encode_to_bytes(values, block_size)
+    eg_bits = 8 * tf.size(eg_bytes, out_type=tf.int64)
+    eg_data = lambda: tf.identity(eg_bytes)
+  data = tf.cond(
+      num_nonzero > 0,
+      lambda: _encode_context_rans(values, lane_overhead),
+      lambda: tf.constant([MARKER, 0, 0, 0, 0], tf.uint8))
+  # Elias-gamma codes INT32_MIN as -(2**31 - 1): never fall back then.
+  lossy = tf.reduce_any(tf.equal(values, tf.int32.min))
+  use_ours = (n > 0) & ((8 * tf.size(data, out_type=tf.int64) < eg_bits) | lossy)
+  return tf.cond(use_ours, lambda: tf.identity(data), eg_data)
+
+
+@functools.lru_cache(maxsize=None)
+def _traced_encode(lane_overhead, block_size):
+  # Any length: the Elias-gamma size then comes from its bytes, not its
+  # closed form (which needs a static length).
+  return tf.function(
+      lambda values: _encode(values, lane_overhead, block_size),
+      input_signature=[tf.TensorSpec([None], tf.int32)], autograph=False)
+
+
+def encode_to_bytes(values, lane_overhead: float = DEFAULT_LANE_OVERHEAD,
+                    block_size: int = elias_gamma.DEFAULT_BLOCK_SIZE) -> tf.Tensor:
+  """Encodes an `int32` vector in the format of the module docstring.
+
+  The encoder's choices: per table kind, the candidate contexts
+  (`choose_model`) of smallest estimated size; `K` from `choose_lane_size`
+  (lane states about `lane_overhead` of the bits). If the Elias-gamma blocked
+  format (`elias_gamma`, with `block_size`) is not larger, that format instead
+  (unless the vector holds INT32_MIN, which that format cannot represent).
+
+  Args:
+    values: A rank-1 `int32` tensor (any values, including INT32_MIN).
+    lane_overhead: Python float > 0, see above.
+    block_size: Python int, the Elias-gamma fallback's block size.
+
+  Returns:
+    A `uint8` vector, the encoded bytes.
+  """
+  if not lane_overhead > 0:
+    raise ValueError(f'lane_overhead must be > 0, got {lane_overhead}.')
+  values = tf.convert_to_tensor(values)
+  if values.dtype != tf.int32:
+    raise TypeError(f'Expected int32 values, got {values.dtype}.')
+  values = tf.reshape(values, [-1])
+  if tf.executing_eagerly():
+    return _traced_encode(float(lane_overhead), int(block_size))(values)
+  return _encode(values, lane_overhead, block_size)
+
+
+# ----------------------------------------------------------------------------
+# Decoder.
+
+
+def _parse(data, num_elements):
+  """Header, thresholds and tables (clamped to safe ranges) and `ok`."""
+  n = _i64(num_elements)
+  words = bitstream.bytes_to_words(data)
+  fields = _read(words, tf.constant([0, 8, 40, 72, 78], tf.int64),
+                 tf.constant([8, 32, 32, 6, 6], tf.int64))
+  byte0, num_nonzero, lane_size, alphabet_r, alphabet_m = tf.unstack(fields)
+  run_contexts = tf.bitwise.bitwise_and(byte0, 7) + 1
+  value_contexts = tf.bitwise.bitwise_and(tf.bitwise.right_shift(byte0, 3), 7) + 1
+  sign_mode = tf.bitwise.bitwise_and(tf.bitwise.right_shift(byte0, 6), 1)
+  ok = ((num_nonzero >= 1) & (num_nonzero <= n) & (lane_size >= 1)
+        & (lane_size <= num_nonzero) & (alphabet_r >= 1) & (alphabet_r <= ALPHABET)
+        & (alphabet_m >= 1) & (alphabet_m <= ALPHABET)
+        & (value_contexts <= MAX_VALUE_CONTEXTS // 2))
+  num_nonzero = tf.clip_by_value(num_nonzero, 1, tf.maximum(n, 1))
+  lane_size = tf.clip_by_value(lane_size, 1, num_nonzero)
+  alphabet_r = tf.clip_by_value(alphabet_r, 1, ALPHABET)
+  alphabet_m = tf.clip_by_value(alphabet_m, 1, ALPHABET)
+  value_contexts = tf.minimum(value_contexts, MAX_VALUE_CONTEXTS // 2)
+  value_rows = value_contexts * (1 + sign_mode)
+  alphabet_v = alphabet_m * (1 + sign_mode)
+
+  threshold_len = tf.concat([
+      tf.where(tf.range(MAX_RUN_CONTEXTS - 1, dtype=tf.int64) < run_contexts - 1,
+               _i64(THRESHOLD_BITS), _i64(0)),
+      tf.where(tf.range(MAX_VALUE_CONTEXTS - 1, dtype=tf.int64)
+               < value_contexts - 1, _i64(THRESHOLD_BITS), _i64(0))], 0)
+  thresholds = _read(words, HEADER_BITS
+                     + tf.math.cumsum(threshold_len, exclusive=True), threshold_len)
+  thresholds = tf.where(threshold_len > 0, thresholds, _i64(ALPHABET + 1))
+  run_thresholds = thresholds[:MAX_RUN_CONTEXTS - 1]
+  value_thresholds = thresholds[MAX_RUN_CONTEXTS - 1:]
+  for b, g in ((run_thresholds, run_contexts), (value_thresholds, value_contexts)):
+    used = tf.range(MAX_RUN_CONTEXTS - 1, dtype=tf.int64) < g - 1
+    ok &= tf.reduce_all(tf.logical_not(used) | (b <= ALPHABET))
+    ok &= tf.reduce_all(tf.logical_not(used[1:]) | (b[1:] >= b[:-1]))
+  run_start = HEADER_BITS + tf.reduce_sum(threshold_len)
+  run_precision, run_freqs, value_start, run_ok = read_table(
+      words, run_start, run_contexts, alphabet_r, MAX_RUN_CONTEXTS, ALPHABET)
+  value_precision, value_freqs, states_start, value_ok = read_table(
+      words, value_start, value_rows, alphabet_v, MAX_VALUE_CONTEXTS,
+      VALUE_ALPHABET)
+  ok &= run_ok & value_ok
+  num_lanes = (num_nonzero + lane_size - 1) // lane_size
+  side_bits = states_start + STATE_BITS * num_lanes
+  word_start = (side_bits + 7) // 8
+  ok &= 8 * tf.size(data, out_type=tf.int64) >= 8 * word_start
+  # The alignment bits before the word stream must be zero.
+  ok &= tf.equal(_read(words, tf.reshape(side_bits, [1]), 8 * word_start - side_bits)[0],
+                 0)
+  return dict(
+      words=words, n=n, num_nonzero=num_nonzero, lane_size=lane_size,
+      num_lanes=num_lanes, run_contexts=run_contexts,
+      value_contexts=value_contexts, value_rows=value_rows, sign_mode=sign_mode,
+      alphabet_r=alphabet_r, alphabet_m=alphabet_m, alphabet_v=alphabet_v,
+      run_thresholds=run_thresholds, value_thresholds=value_thresholds,
+      run_precision=run_precision, run_freqs=run_freqs,
+      value_precision=value_precision, value_freqs=value_freqs,
+      states_start=states_start, side_bits=side_bits, word_start=word_start,
+      ok=ok)
+
+
+def _decode_context_rans(data, num_elements):
+  """Decodes this format (first byte >= 128); see `decode_from_bytes`."""
+  f = _parse(data, num_elements)
+  ok, words, n = f['ok'], f['words'], f['n']
+  num_bytes = tf.size(data, out_type=tf.int64)
+  num_nonzero, lane_size, num_lanes = f['num_nonzero'], f['lane_size'], f['num_lanes']
+  sign_mode = f['sign_mode']
+  # Sized by clamped fields only; a bad header runs no loop steps.
+  num_lanes = tf.where(ok, num_lanes, _i64(1))
+  states = _read(words, f['states_start'] + STATE_BITS * tf.range(num_lanes),
+                 STATE_BITS)
+  ok &= tf.reduce_all(states >= STATE_LOWER)
+  states = tf.maximum(states, STATE_LOWER)
+
+  run_table = _slot_table(f['run_precision'], f['run_freqs'], MAX_RUN_CONTEXTS,
+                          ALPHABET)
+  value_table = _slot_table(f['value_precision'], f['value_freqs'],
+                            MAX_VALUE_CONTEXTS, VALUE_ALPHABET)
+  run_context_of = context_of_symbol(f['run_thresholds'])
+  value_ctx = context_of_symbol(f['value_thresholds'])
+  # Indexed by `2 * run_symbol + previous sign bit`.
+  value_context_of = tf.reshape(tf.where(
+      sign_mode > 0,
+      2 * value_ctx[:, tf.newaxis] + tf.range(2, dtype=tf.int64)[tf.newaxis, :],
+      tf.tile(value_ctx[:, tf.newaxis], [1, 2])), [-1])
+  start = tf.minimum(f['word_start'], num_bytes)
+  available = (num_bytes - start) // 2
+  pairs16 = tf.reshape(_i64(tf.slice(data, [start], [2 * available])), [-1, 2])
+  stream = tf.concat([pairs16[:, 0] + tf.bitwise.left_shift(pairs16[:, 1], 8), [0]], 0)
+  counts = tf.minimum(lane_size, num_nonzero - tf.range(num_lanes) * lane_size)
+  steps = tf.cast(tf.where(ok, lane_size, _i64(0)), tf.int32)
+  final, pointer, pairs = decode_lanes(
+      states, counts, run_table, run_context_of, value_table, value_context_of,
+      sign_mode, stream, steps)
+  ok &= pointer <= available
+  # Everything below is sized by `go` (a snapshot of `ok`), so that later
+  # checks cannot make sizes inconsistent.
+  go = ok
+
+  pairs = tf.reshape(tf.transpose(pairs), [-1])
+  total = tf.where(go, num_nonzero, _i64(0))
+  pairs = tf.concat([pairs, tf.zeros([total], tf.int64)], 0)[:total]
+  run_symbol = tf.bitwise.bitwise_and(pairs, 255)
+  value_symbol = tf.bitwise.right_shift(pairs, 8)
+  ok &= tf.reduce_all(run_symbol < f['alphabet_r'])
+  ok &= tf.reduce_all(value_symbol < f['alphabet_v'])
+  run_symbol = tf.minimum(run_symbol, ALPHABET - 1)
+  value_symbol = tf.minimum(value_symbol, VALUE_ALPHABET - 1)
+  value_class = tf.where(sign_mode > 0, tf.bitwise.right_shift(value_symbol, 1),
+                         value_symbol)
+  value_class = tf.minimum(value_class, ALPHABET - 1)
+  modelled_negative = tf.bitwise.bitwise_and(value_symbol, 1)
+
+  # Canonical: exact alphabets and tables of the decoded symbols.
+  ok &= tf.equal(tf.reduce_max(tf.concat([run_symbol, [-1]], 0)) + 1, f['alphabet_r'])
+  ok &= tf.equal(tf.reduce_max(tf.concat([value_class, [-1]], 0)) + 1,
+                 f['alphabet_m'])
+  model = dict(run_thresholds=f['run_thresholds'],
+               value_thresholds=f['value_thresholds'], sign_mode=sign_mode)
+  negative_for_context = tf.where(sign_mode > 0, modelled_negative,
+                                  tf.zeros_like(modelled_negative))
+  run_ctx, value_ctx_used = lane_contexts(run_symbol, negative_for_context,
+                                          lane_size, model)
+  for ctx, symbols, rows, alphabet, precision, freqs in (
+      (run_ctx, run_symbol, MAX_RUN_CONTEXTS, ALPHABET, f['run_precision'],
+       f['run_freqs']),
+      (value_ctx_used, value_symbol, MAX_VALUE_CONTEXTS, VALUE_ALPHABET,
+       f['value_precision'], f['value_freqs'])):
+    expected_precision, expected_freqs = model_tables(
+        context_counts(tf.minimum(ctx, rows - 1), symbols, rows, alphabet))
+    ok &= tf.reduce_all(tf.equal(expected_precision, precision))
+    ok &= tf.reduce_all(tf.equal(expected_freqs, freqs))
+
+  # Raw fields: carried bits from the final states, the rest from the payload.
+  run_len = mantissa_bits(run_symbol)
+  magnitude_len = mantissa_bits(value_class)
+  sign_len = tf.where(sign_mode > 0, tf.zeros_like(run_len), tf.ones_like(run_len))
+  field_len = run_len + sign_len + magnitude_len
+  lanes_used = tf.where(go, num_lanes, _i64(1))
+  lane, within, carried, carried_bits, payload_offset = carry_layout(
+      field_len, lane_size, lanes_used)
+  final = tf.concat([final, tf.fill([lanes_used], tf.constant(CARRY_BASE, tf.int64))],
+                    0)[:lanes_used]
+  carried_value = final - CARRY_BASE
+  ok &= tf.reduce_all((final >= CARRY_BASE) & (final < 2 * CARRY_BASE))
+  ok &= tf.reduce_all(tf.equal(
+      tf.bitwise.right_shift(tf.maximum(carried_value, 0), carried_bits), 0))
+  payload_start = 8 * (f['word_start'] + 2 * pointer)
+  low = tf.bitwise.bitwise_and(
+      tf.bitwise.right_shift(tf.cast(tf.gather(carried_value, lane), tf.uint64),
+                             tf.cast(tf.minimum(within, 63), tf.uint64)),
+      tf.bitwise.left_shift(bitstream.one(), tf.cast(carried, tf.uint64))
+      - bitstream.one())
+  high = bitstream.low_bits(
+      bitstream.read_bits(words, payload_start + payload_offset),
+      field_len - carried)
+  high = tf.where(carried < field_len,
+                  tf.bitwise.left_shift(high, tf.cast(carried, tf.uint64)),
+                  tf.zeros_like(high))
+  field = _i64(tf.bitwise.bitwise_or(low, high))
+  run_mantissa = tf.bitwise.bitwise_and(
+      field, tf.bitwise.left_shift(tf.ones_like(field), run_len) - 1)
+  sign_bit = tf.bitwise.bitwise_and(tf.bitwise.right_shift(field, run_len), 1)
+  magnitude_mantissa = tf.bitwise.right_shift(field, run_len + sign_len)
+  negative = tf.where(sign_mode > 0, modelled_negative, sign_bit)
+  runs = class_value(run_symbol, run_mantissa)
+  magnitude = class_value(value_class, magnitude_mantissa) + 1
+  index = tf.math.cumsum(runs + 1) - 1
+  ok &= tf.reduce_all(index < n)
+  ok &= tf.reduce_all(magnitude <= tf.where(negative > 0, _i64(2**31), _i64(2**31 - 1)))
+  value = tf.where(negative > 0, -magnitude, magnitude)
+
+  # The payload ends the stream, followed by zero bits up to a whole byte.
+  end = payload_start + tf.reduce_sum(field_len - carried)
+  padding = 8 * num_bytes - end
+  ok &= (padding >= 0) & (padding < 8)
+  ok &= tf.equal(bitstream.low_bits(
+      bitstream.read_bits(words, tf.reshape(end, [1])),
+      tf.clip_by_value(padding, 0, 8))[0], 0)
+
+  index = tf.where(ok, index, tf.zeros_like(index))
+  value = tf.where(ok, tf.cast(value, tf.int32), 0)
+  keep = tf.where(ok, tf.size(index), 0)
+  dense = tf.sparse.to_dense(
+      tf.SparseTensor(index[:keep, tf.newaxis], value[:keep], tf.reshape(n, [1])),
+      validate_indices=False)
+  return dense, ok
+
+
+def _decode(data, num_elements, block_size):
+  data = tf.reshape(data, [-1])
+  n = _i64(num_elements)
+  first = tf.cast(tf.concat([data, [0]], 0)[0], tf.int64)
+  empty_ok = tf.equal(tf.size(data), EMPTY_BYTES) & tf.reduce_all(
+      tf.equal(tf.concat([data, tf.zeros([EMPTY_BYTES], tf.uint8)], 0)[:EMPTY_BYTES],
+               tf.constant([MARKER, 0, 0, 0, 0], tf.uint8)))
+
+  def context_rans():
+    return tf.cond(
+        empty_ok,
+        lambda: (tf.zeros(tf.reshape(n, [1]), tf.int32), n > 0),
+        lambda: _decode_context_rans(data, n))
+
+  def eg():
+    values, ok = elias_gamma.decode_from_bytes(data, num_elements, block_size)
+    return tf.reshape(values, tf.reshape(n, [1])), ok
+
+  return tf.cond(first >= MARKER, context_rans, eg)
+
+
+@functools.lru_cache(maxsize=None)
+def _traced_decode(block_size):
+  return tf.function(
+      lambda data, n: _decode(data, n, block_size),
+      input_signature=[tf.TensorSpec([None], tf.uint8), tf.TensorSpec([], tf.int64)],
+      autograph=False)
+
+
+def decode_from_bytes(data, num_elements,
+                      block_size: int = elias_gamma.DEFAULT_BLOCK_SIZE):
+  """Decodes `encode_to_bytes`' output; never reads out of bounds.
+
+  Args:
+    data: A `uint8` vector.
+    num_elements: The number of encoded values (Python int or scalar).
+    block_size: The Elias-gamma fallback's block size.
+
+  Returns:
+    `(values, ok)`: the decoded `int32` vector of `num_elements` values and a
+    scalar bool that is False when the data is truncated, corrupted or not in
+    canonical form (then `values` is all zeros).
+  """
+  if tf.executing_eagerly():
+    values, ok = _traced_decode(int(block_size))(
+        tf.convert_to_tensor(data, tf.uint8), tf.cast(num_elements, tf.int64))
+    if isinstance(num_elements, int):
+      values = tf.ensure_shape(values, [num_elements])
+    return values, ok
+  values, ok = _decode(data, num_elements, block_size)
+  if isinstance(num_elements, int):
+    values = tf.ensure_shape(values, [num_elements])
+  return values, ok
+
+
+def side_info_bits(data, num_elements,
+                   block_size: int = elias_gamma.DEFAULT_BLOCK_SIZE) -> tf.Tensor:
+  """Bits before the word stream other than lane states (header, tables, padding).
+
+  For the Elias-gamma fallback, `elias_gamma.side_info_bits`.
+  """
+  data = tf.reshape(tf.convert_to_tensor(data, tf.uint8), [-1])
+  first = tf.cast(tf.concat([data, [0]], 0)[0], tf.int64)
+
+  def ours():
+    f = _parse(data, num_elements)
+    return tf.where(tf.size(data) <= EMPTY_BYTES, 8 * tf.size(data, out_type=tf.int64),
+                    8 * f['word_start'] - STATE_BITS * f['num_lanes'])
+
+  return tf.cond(first >= MARKER, ours,
+                 lambda: _i64(elias_gamma.side_info_bits(data, num_elements,
+                                                         block_size)))
+
+
+def encode(values, lane_overhead: float = DEFAULT_LANE_OVERHEAD) -> tf.Tensor:
+  """Encodes an `int32` vector as a scalar `tf.string` (`encode_to_bytes`)."""
+  return bitstream.bytes_to_string(encode_to_bytes(values, lane_overhead))
+
+
+def decode(stream, num_elements) -> tf.Tensor:
+  """Decodes `encode`'s output; raises `InvalidArgumentError` if it is corrupt."""
+  values, ok = decode_from_bytes(bitstream.string_to_bytes(stream), num_elements)
+  check = tf.debugging.Assert(
+      ok, [f'run-length rANS stream is truncated or corrupted (expected '
+           f'{num_elements} values).'])
+  with tf.control_dependencies([check]):
+    return tf.identity(values)
