@@ -56,7 +56,7 @@ def test_weighted_mean_matches_numpy(clients, weighted_output):
 
 def test_bits_match_closed_form(clients, weighted_output):
   m = weighted_output.measurements
-  bits, side_bits, errors = [], 0, []
+  bits, side_bits, errors, relative = [], 0, [], []
   for client in clients:
     client_bits = ref.WEIGHT_BITS
     error = 0.0
@@ -70,10 +70,13 @@ def test_bits_match_closed_form(clients, weighted_output):
       error += np.sum((reconstruction.astype(np.float64) - x) ** 2)
     bits.append(client_bits)
     errors.append(error)
+    relative.append(error / sum(np.sum(x.astype(np.float64) ** 2) for x in ref.flat(client)))
   assert m['uplink_bits'] == sum(bits)
   assert m['side_info_bits'] == side_bits + ref.WEIGHT_BITS * len(clients)
   np.testing.assert_allclose(m['bits_per_parameter'], np.mean(bits) / ref.NUM_PARAMETERS)
   np.testing.assert_allclose(m['distortion'], np.mean(errors) / ref.NUM_PARAMETERS, rtol=1e-6)
+  np.testing.assert_allclose(m['relative_distortion'], np.mean(relative), rtol=1e-6)
+  assert 0 < m['relative_distortion'] < 1
   kept = sum(np_num_kept(n, FRACTION) for n in ref.SIZES)
   np.testing.assert_allclose(m['sparsity'], 1 - kept / ref.NUM_PARAMETERS)
   assert m['clients'] == 3 and m['dropped_clients'] == 0

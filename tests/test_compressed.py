@@ -78,11 +78,13 @@ def test_weighted_round_measurements(weighted_process):
     expected = sum(w * c[key] for w, c in zip(kept_weights, kept)) / sum(kept_weights)
     np.testing.assert_allclose(output.result[key], expected, rtol=1e-6)
   m = output.measurements
-  client_bits = 8 * 4 * NUM_PARAMETERS + compressor.WEIGHT_BITS
-  # Every client's weight is received (32 bits), the dropped one's too; its
-  # payload is empty.
-  assert m['uplink_bits'] == 2 * client_bits + compressor.WEIGHT_BITS
-  assert m['side_info_bits'] == 3 * compressor.WEIGHT_BITS
+  # Status byte, checksum and weight of every client, the dropped one's too
+  # (its streams are empty).
+  overhead = compressor.STATUS_BITS + compressor.CHECKSUM_BITS + compressor.WEIGHT_BITS
+  assert compressed.overhead_bits(weighted=True) == overhead == 72
+  client_bits = 8 * 4 * NUM_PARAMETERS + overhead
+  assert m['uplink_bits'] == 2 * client_bits + overhead
+  assert m['side_info_bits'] == 3 * overhead
   assert m['bits_per_parameter'] == pytest.approx(client_bits / NUM_PARAMETERS)
   assert m['distortion'] == 0.0
   zeros = [sum(int(np.sum(c[k] == 0)) for k in c) for c in kept]
@@ -100,8 +102,15 @@ def test_sum_round():
   output = process.next(process.initialize(), clients)
   np.testing.assert_allclose(output.result['kernel'], clients[0]['kernel'] + clients[1]['kernel'],
                              rtol=1e-6)
-  assert output.measurements['uplink_bits'] == 2 * 8 * 4 * NUM_PARAMETERS
-  assert output.measurements['side_info_bits'] == 0
+  # No weight in the sum form: status byte and checksum.
+  assert output.measurements['uplink_bits'] == 2 * (8 * 4 * NUM_PARAMETERS + 40)
+  assert output.measurements['side_info_bits'] == 2 * 40
+  # Without the checksum: 32 bits less per client, the same result.
+  process = compressed.CompressedSumFactory(RawCompressor(), integrity=False).create(
+      ts.VALUE_TYPE)
+  unchecked = process.next(process.initialize(), clients)
+  assert unchecked.measurements['uplink_bits'] == 2 * (8 * 4 * NUM_PARAMETERS + 8)
+  np.testing.assert_array_equal(unchecked.result['kernel'], output.result['kernel'])
 
 
 class _Truncating(RawCompressor):
@@ -115,6 +124,82 @@ def test_corrupted_stream_stops_the_round():
   process = compressed.CompressedSumFactory(_Truncating()).create(ts.VALUE_TYPE)
   with pytest.raises(Exception, match=compressed.CORRUPT_MESSAGE):
     process.next(process.initialize(), _clients(1))
+
+
+def _flip_bit(byte_index, bit):
+  """A channel flipping one bit of stream 1 (the kernel) in flight."""
+
+  def channel(message):
+    data = bitstream.string_to_bytes(message['streams'][1])
+    mask = tf.one_hot(byte_index, tf.size(data), on_value=1 << bit, off_value=0, dtype=tf.int32)
+    flipped = tf.bitwise.bitwise_xor(tf.cast(data, tf.int32), mask)
+    message['streams'][1] = bitstream.bytes_to_string(tf.cast(flipped, tf.uint8))
+    return message
+
+  return channel
+
+
+def test_bit_flip_in_flight_is_caught_by_the_checksum():
+  clients = _clients(2)
+  # Bit 0 of byte 0: the low mantissa bit of a float32, still a valid float
+  # that RawCompressor decodes without complaint.
+  flip = _flip_bit(0, 0)
+  process = compressed.CompressedSumFactory(RawCompressor(), channel=flip).create(ts.VALUE_TYPE)
+  with pytest.raises(Exception, match=compressed.CORRUPT_MESSAGE):
+    process.next(process.initialize(), clients)
+  # Without integrity the same corruption goes into the sum unnoticed: why
+  # `integrity=False` is only for transports that guarantee integrity.
+  process = compressed.CompressedSumFactory(
+      RawCompressor(), integrity=False, channel=flip).create(ts.VALUE_TYPE)
+  output = process.next(process.initialize(), clients)
+  expected = clients[0]['kernel'] + clients[1]['kernel']
+  assert not np.array_equal(output.result['kernel'], expected)
+
+
+def _set_dropped(message):
+  message['dropped'] = tf.constant(True)
+  return message
+
+
+class _Empty(RawCompressor):
+
+  def encode(self, flat_values, params):
+    streams, diagnostics = super().encode(flat_values, params)
+    return [tf.constant(b'') for _ in streams], diagnostics
+
+
+def test_only_the_status_byte_drops_a_client():
+  # A kept client whose streams are all empty is corrupt, not dropped.
+  process = compressed.CompressedSumFactory(_Empty(), integrity=False).create(ts.VALUE_TYPE)
+  with pytest.raises(Exception, match=compressed.CORRUPT_MESSAGE):
+    process.next(process.initialize(), _clients(1))
+  # A "dropped" status with a payload is corrupt too (even without checksum).
+  process = compressed.CompressedSumFactory(
+      RawCompressor(), integrity=False, channel=_set_dropped).create(ts.VALUE_TYPE)
+  with pytest.raises(Exception, match=compressed.CORRUPT_MESSAGE):
+    process.next(process.initialize(), _clients(1))
+
+
+def test_checksum_covers_lengths_weight_and_status():
+  a, b = tf.constant(b'abcd'), tf.constant(b'efgh')
+  base = int(compressed.checksum([a, b], False, 2.0))
+  assert base == int(compressed.checksum([a, b], False, 2.0))  # deterministic
+  variants = [
+      compressed.checksum([tf.constant(b'abcde'), tf.constant(b'fgh')], False, 2.0),  # moved
+      compressed.checksum([b, a], False, 2.0),
+      compressed.checksum([a, b], True, 2.0),
+      compressed.checksum([a, b], False, 3.0),
+      compressed.checksum([a, b], False),
+      compressed.checksum([a, tf.constant(b'efgi')], False, 2.0),
+  ]
+  assert base not in [int(v) for v in variants]
+  message = compressed.seal([a, b], False, 2.0)
+  message['weight'] = tf.constant(2.0)
+  sizes = [1, 1]
+  opened = compressed.unseal(RawCompressor(), message, sizes, weighted=True)
+  assert bool(opened['valid']) and not bool(opened['dropped'])
+  message['weight'] = tf.constant(2.5)
+  assert not bool(compressed.unseal(RawCompressor(), message, sizes, weighted=True)['valid'])
 
 
 class _NoSquaredError(RawCompressor):

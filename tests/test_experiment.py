@@ -73,7 +73,7 @@ def test_cli_run_writes_all_columns(corpus, tmp_path, capfd):
   # Evaluation every 2 rounds and at the end.
   assert rows[0]['eval_accuracy'] == '' and rows[1]['eval_accuracy'] != ''
   assert 0 <= float(rows[2]['eval_accuracy_without_oov_or_eos']) <= 1
-  for name in ('config.json', 'summary.json', 'accuracy_bits_vs_round.png',
+  for name in ('config.json', 'summary.json', 'accuracy_loss_bits_vs_round.png',
                'accuracy_vs_uplink_bytes.png'):
     assert (run_dir / name).is_file(), name
   assert list((run_dir / 'tensorboard').iterdir())
@@ -193,3 +193,32 @@ def test_saved_update_matches_tff_client_update(corpus, tmp_path):
   assert examples > 0
   for ours, tffs in zip(update, applied):
     np.testing.assert_allclose(ours, tffs, rtol=1e-4, atol=1e-6)
+
+
+def test_cli_prepare_data_unwritable_cache_dir_is_one_line(tmp_path):
+  # A regular file where a directory is needed: no user can create it.
+  blocker = tmp_path / 'file'
+  blocker.write_text('x')
+  command = [sys.executable, '-m', 'tff_rdq.experiments.cli', 'prepare-data',
+             '--cache-dir', str(blocker / 'corpus')]
+  result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2
+  # TensorFlow's start-up registration lines are not shown either.
+  assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+  assert result.stderr.startswith('tff-rdq: error: Cannot write the corpus to ')
+  assert 'cuBLAS' not in result.stderr and 'Traceback' not in result.stderr
+
+
+def test_two_runs_evaluate_on_the_same_examples(corpus, tmp_path):
+  # 10 of the corpus's 36 test examples: a differently shuffled client order
+  # would pick other examples and give other numbers.
+  columns = ('eval_loss', 'eval_accuracy', 'eval_accuracy_without_oov',
+             'eval_accuracy_without_oov_or_eos')
+  results = []
+  for name in ('first', 'second'):
+    config = _config_with(corpus, tmp_path, name, rounds=2)
+    config.data.eval_max_elements = 10
+    stackoverflow.run(config, progress=False)
+    results.append([[r[c] for c in columns] for r in _rows(config.run_dir)])
+  assert results[0] == results[1]
+  assert any(v != '' for row in results[0] for v in row)

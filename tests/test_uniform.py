@@ -82,3 +82,30 @@ def test_bad_names_are_rejected():
     uniform.quantize(tf.constant([1.0]), 1.0, 'nearest', SEED)
   with pytest.raises(ValueError, match='normalization'):
     uniform.normalized_step(tf.constant([1.0]), 1.0, 'l2')
+
+
+@pytest.mark.parametrize('magnitude', [1e3, 1e5, 2.0**22, 2.0**24])
+@pytest.mark.parametrize('rounding', ['uniform', 'stochastic', 'dithered'])
+def test_error_bounds_hold_for_large_values(rounding, magnitude):
+  """The stated bounds hold up to |x / step| = 2**24: exactly for the float64
+  reconstruction, and up to half a float32 ulp of the result for float32."""
+  rng = np.random.default_rng(int(magnitude) % 1000)
+  step = np.float32(0.37)  # Not a power of two: x / step has a fraction.
+  levels = magnitude + rng.uniform(-50, 50, size=20_000)
+  values = (np.float64(step) * levels * rng.choice([-1, 1], size=levels.size)).astype(np.float32)
+  seed = tf.constant([7, 1], tf.int32)
+  q = uniform.quantize(tf.constant(values), step, rounding, seed)
+  exact = uniform.dequantize(q, step, rounding, seed, dtype=tf.float64).numpy()
+  rounded = uniform.dequantize(q, step, rounding, seed).numpy()
+  bound = np.float64(step) * (1.0 if rounding == 'stochastic' else 0.5)
+  error = exact - values.astype(np.float64)
+  assert np.max(np.abs(error)) <= bound * (1 + 1e-7)
+  np.testing.assert_array_equal(rounded, exact.astype(np.float32))
+  ulp = np.spacing(np.abs(rounded)).astype(np.float64)
+  assert np.all(np.abs(rounded.astype(np.float64) - values) <= bound * (1 + 1e-7) + ulp / 2)
+  if rounding == 'dithered':
+    # Uniform in a half step, independent of x: mean 0, variance step**2 / 12.
+    assert abs(np.mean(error / step)) < 0.01
+    assert np.var(error / step) == pytest.approx(1 / 12, rel=0.05)
+  if rounding == 'stochastic':
+    assert abs(np.mean(error / step)) < 0.015  # Unbiased.

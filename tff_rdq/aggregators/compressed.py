@@ -6,36 +6,76 @@ placement and back into float32 values on the server. The factories here do
 the federated plumbing shared by every method of this project (ours and the
 baselines), so that every method's bits are counted the same way:
 
-- On `CLIENTS`: a client whose update holds NaN or Inf sends an empty string
-  per tensor (and is dropped and counted); otherwise `compressor.encode`.
-- On the way to `SERVER`: `tff.federated_aggregate`, with the decoding inside
-  `accumulate`, so that only the strings travel and each client is decoded
-  with its own side information before the sum.
+- On `CLIENTS`: a client whose update holds NaN or Inf is dropped: it says
+  so in its status byte and sends an empty string per tensor; otherwise
+  `compressor.encode`.
+- On the way to `SERVER`: `tff.federated_aggregate`, with the verification
+  and decoding inside `accumulate`, so that only the client's message travels
+  and each client is decoded with its own side information before the sum.
 - Weighted form (`CompressedMeanFactory`, a `WeightedAggregationFactory`): the
   client compresses its own *unweighted* update; the server multiplies by the
   weight after decoding and divides by the total weight. The weight (float32)
   is counted as `compressor.WEIGHT_BITS` (32) bits of uplink side information.
 - Unweighted form (`CompressedSumFactory`): the sum of the decoded updates.
 
+The client's message (all of it counted in `uplink_bits`):
+
+  streams    one `tf.string` per tensor, the compressor's payload (empty
+             for a dropped client)
+  status     `STATUS_BITS` (8): whether the client was dropped (NaN or Inf
+             in its update); side information
+  checksum   `CHECKSUM_BITS` (32), unless `integrity=False`: the low 32 bits
+             (bytes 0-3 of the little-endian output) of `tf.fingerprint`
+             (farmhash64, a core op) of one string: the int32 byte length of
+             every stream (little-endian), the float32 weight (weighted form
+             only), the status byte, then the streams' bytes in order. The
+             lengths make moving bytes from one stream to another a
+             mismatch. Side information.
+  weight     `WEIGHT_BITS` (32), weighted form only; side information
+
+Integrity: the server recomputes the checksum of what it received in
+`accumulate`, before anything decoded is used. A mismatch, a dropped client
+with a non-empty stream, a kept client whose streams are all empty, or a
+payload that the compressor cannot decode exactly stops the round with an
+`InvalidArgumentError` whose message starts with `CORRUPT_MESSAGE`. For a
+corrupted message the checksum fails to notice with probability about
+2**-32 (farmhash is not a cryptographic hash: it detects accidental
+corruption, not deliberate forgery); corruptions that the decoder rejects by
+itself (a wrong length, an invalid code) are caught regardless.
+`integrity=False` (on the factories) sends no checksum and saves its 32 bits
+per client; use it only over a transport that already guarantees integrity
+(for example TLS or an authenticated secure-aggregation channel), since a
+corrupted payload may then decode into wrong values.
+
 Measurements (flat, at `SERVER`, every round):
   bits_per_parameter  mean over decoded clients of (client bits / parameters)
   uplink_bits         total bits received this round: 8 x string bytes of
-                      every client (+ 32 per weight in the weighted form)
+                      every client, + 8 status + 32 checksum (+ 32 weight in
+                      the weighted form) per client, dropped ones included
   side_info_bits      the part of `uplink_bits` that is side information
   distortion          mean over decoded clients of the per-element MSE between
                       the client's update and the server's reconstruction
+  relative_distortion mean over decoded clients of the client's squared
+                      reconstruction error over the squared norm of its
+                      update (0 for an all-zero update)
   sparsity            mean over decoded clients of the fraction of zero symbols
   <diagnostic>, <diagnostic>_std   mean and spread of the other diagnostics
+  <payload value>, <payload value>_std   mean and spread over decoded
+                      clients of the values the server read from the payload
+                      (`compressor.payload_names`, e.g. step-control votes)
   clients             clients decoded and aggregated
-  dropped_clients     clients dropped because their update held NaN or Inf
+  dropped_clients     clients whose status byte says their update held NaN
+                      or Inf (nothing else: any other empty payload is corrupt)
 
-The diagnostics (`distortion` included) travel beside the payload as
+The diagnostics (`distortion` included) and the update's squared norm travel beside the payload as
 simulation measurements; they are not part of the counted bits, and a
-deployment would not send them.
+deployment would not send them. Nothing the server acts on (the step
+controls' `update_state`) is a diagnostic: it gets the payload values, the
+diagnostics' means (simulation only) and `bits_per_parameter` and `clients`
+as measured by the server.
 
-A stream that is truncated or corrupted stops the round with an
-`InvalidArgumentError` whose message starts with `CORRUPT_MESSAGE`; it is
-never decoded into values.
+A message that is truncated or corrupted stops the round (above); with
+integrity on it is never decoded into values (up to the 2**-32 above).
 """
 
 import collections
@@ -45,8 +85,75 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_rdq.aggregators import compressor as compressor_lib
+from tff_rdq.codecs import bitstream
 
 CORRUPT_MESSAGE = 'A client payload is truncated or corrupted'
+
+
+def overhead_bits(weighted: bool, integrity: bool = True) -> int:
+  """Bits of a client's message besides its streams (module doc)."""
+  return (compressor_lib.STATUS_BITS
+          + (compressor_lib.CHECKSUM_BITS if integrity else 0)
+          + (compressor_lib.WEIGHT_BITS if weighted else 0))
+
+
+def checksum(streams, dropped, weight=None) -> tf.Tensor:
+  """The int32 checksum of a client's message (module doc).
+
+  Args:
+    streams: The scalar `tf.string` per tensor.
+    dropped: Scalar bool, the status.
+    weight: The float32 weight (weighted form), or None (sum form).
+  """
+  lengths = tf.stack([tf.strings.length(s, unit='BYTE') for s in streams])
+  head = [bitstream.scalar_bytes(tf.cast(lengths, tf.int32))]
+  if weight is not None:
+    head.append(bitstream.scalar_bytes(tf.cast(weight, tf.float32)))
+  head.append(tf.reshape(tf.cast(dropped, tf.uint8), [1]))
+  message = tf.strings.join([bitstream.bytes_to_string(tf.concat(head, 0))] + list(streams))
+  fingerprint = tf.fingerprint(tf.reshape(message, [1]))
+  return tf.bitcast(fingerprint[0, :4], tf.int32)
+
+
+def seal(streams, dropped, weight=None, integrity: bool = True) -> collections.OrderedDict:
+  """The client's message (module doc): `streams`, `dropped`, and `checksum`
+  with integrity on (`weight`, when given, is covered by it but not added)."""
+  message = collections.OrderedDict(streams=list(streams), dropped=tf.cast(dropped, tf.bool))
+  if integrity:
+    message['checksum'] = checksum(message['streams'], message['dropped'], weight)
+  return message
+
+
+def unseal(compressor, message, sizes, weighted: bool,
+           integrity: bool = True) -> collections.OrderedDict:
+  """The server's verification and decoding of one client's message.
+
+  Args:
+    compressor: The compressor.
+    message: `OrderedDict(streams, dropped, weight, [checksum])` as received.
+    sizes: The static tensor sizes.
+    weighted: Whether the weight is part of the message.
+    integrity: Whether the message carries a checksum.
+
+  Returns:
+    `OrderedDict(decoded, valid, dropped, num_bytes)`: `compressor.decode`'s
+    result, whether the message is valid (module doc: the checksum matches,
+    a dropped client sent empty streams, a kept one a payload that decoded
+    exactly), the status and the total stream bytes (int64). Nothing decoded
+    may be used unless `valid`.
+  """
+  streams = list(message['streams'])
+  lengths = tf.stack([tf.strings.length(s, unit='BYTE') for s in streams])
+  empty = tf.reduce_all(tf.equal(lengths, 0))
+  dropped = tf.cast(message['dropped'], tf.bool)
+  decoded = compressor.decode(streams, sizes)
+  valid = tf.where(dropped, empty, decoded['ok'] & tf.logical_not(empty))
+  if integrity:
+    expected = checksum(streams, dropped, message['weight'] if weighted else None)
+    valid &= tf.equal(tf.cast(message['checksum'], tf.int32), expected)
+  return collections.OrderedDict(
+      decoded=decoded, valid=valid, dropped=dropped,
+      num_bytes=tf.cast(tf.reduce_sum(lengths), tf.int64))
 
 
 def tensor_types(value_type) -> list[tff.TensorType]:
@@ -72,8 +179,13 @@ def tensor_types(value_type) -> list[tff.TensorType]:
   return flat
 
 
-def _build_process(compressor, value_type, weight_type):
-  """The `AggregationProcess`; weighted iff `weight_type` is not None."""
+def _build_process(compressor, value_type, weight_type, integrity=True, channel=None):
+  """The `AggregationProcess`; weighted iff `weight_type` is not None.
+
+  `channel`, if given, maps the client's output (its message) to what the
+  server receives, on the clients, in TF: a simulated transport (tests use
+  it to corrupt messages in flight, after the checksum).
+  """
   tensor_types(value_type)
   # One flattening order (tf.nest's) for sizes, client values and results.
   value_specs = tff.types.type_to_tf_tensor_specs(value_type)
@@ -81,8 +193,9 @@ def _build_process(compressor, value_type, weight_type):
   sizes = [int(np.prod(s.shape, dtype=np.int64)) for s in flat_specs]
   num_parameters = float(sum(sizes))
   weighted = weight_type is not None
-  weight_bits = compressor_lib.WEIGHT_BITS if weighted else 0
+  message_bits = overhead_bits(weighted, integrity)
   diagnostic_names = list(compressor.diagnostic_names)
+  payload_names = list(getattr(compressor, 'payload_names', ()))
   if 'squared_error' not in diagnostic_names:
     raise ValueError(f'{compressor!r} must have a `squared_error` diagnostic.')
 
@@ -111,8 +224,12 @@ def _build_process(compressor, value_type, weight_type):
               collections.OrderedDict((k, zero) for k in diagnostic_names))
 
     streams, diagnostics = tf.cond(finite, encode, drop)
-    return collections.OrderedDict(
-        streams=streams, weight=tf.cast(weight, tf.float32), diagnostics=diagnostics)
+    squared_norm = tf.add_n([tf.reduce_sum(tf.square(tf.cast(v, tf.float64))) for v in flat])
+    weight = tf.cast(weight, tf.float32)
+    output = seal(streams, tf.logical_not(finite), weight if weighted else None, integrity)
+    output.update(weight=weight, diagnostics=diagnostics,
+                  squared_norm=tf.where(finite, squared_norm, 0.0))
+    return channel(output) if channel is not None else output
 
   if weighted:
     client_tf = tff.tensorflow.computation(
@@ -136,27 +253,32 @@ def _build_process(compressor, value_type, weight_type):
         uplink_bits=i64(),
         side_info_bits=i64(),
         bits_per_parameter=f64(),
+        relative_distortion=f64(),
         zeros=i64(),
         diagnostics=collections.OrderedDict((n, f64()) for n in diagnostic_names),
         diagnostics_sq=collections.OrderedDict((n, f64()) for n in diagnostic_names),
+        payload=collections.OrderedDict((n, f64()) for n in payload_names),
+        payload_sq=collections.OrderedDict((n, f64()) for n in payload_names),
     )
 
   accumulator_type = zero_tf.type_signature.result
 
   @tff.tensorflow.computation(accumulator_type, client_type)
   def accumulate_tf(acc, client):
-    lengths = tf.stack([tf.strings.length(s, unit='BYTE') for s in client['streams']])
-    dropped = tf.reduce_all(tf.equal(lengths, 0))
+    opened = unseal(compressor, client, sizes, weighted, integrity)
+    decoded, dropped = opened['decoded'], opened['dropped']
     kept = tf.logical_not(dropped)
-    decoded = compressor.decode(list(client['streams']), sizes)
     check = tf.debugging.Assert(
-        decoded['ok'] | dropped,
-        [f'{CORRUPT_MESSAGE}: it could not be decoded exactly into'
-         f' {len(sizes)} tensors of sizes {sizes}.'])
+        opened['valid'],
+        [f'{CORRUPT_MESSAGE}: its checksum or status does not match, or it could not be'
+         f' decoded exactly into {len(sizes)} tensors of sizes {sizes}.'])
     keep_f64 = tf.cast(kept, tf.float64)
     weight = tf.where(kept, client['weight'], 0.0)
-    client_bits = 8 * tf.cast(tf.reduce_sum(lengths), tf.int64) + weight_bits
+    client_bits = 8 * opened['num_bytes'] + message_bits
     side_bits = tf.where(kept, tf.cast(decoded['side_info_bits'], tf.int64), 0)
+    payload_values = collections.OrderedDict(
+        (n, tf.where(kept, tf.cast(decoded['payload_values'][n], tf.float64), 0.0))
+        for n in payload_names)
     zeros = tf.where(kept, tf.cast(decoded['zeros'], tf.int64), 0)
     diagnostics = client['diagnostics']
     with tf.control_dependencies([check]):
@@ -167,9 +289,11 @@ def _build_process(compressor, value_type, weight_type):
           clients=acc['clients'] + tf.cast(kept, tf.int32),
           dropped_clients=acc['dropped_clients'] + tf.cast(dropped, tf.int32),
           uplink_bits=acc['uplink_bits'] + client_bits,
-          side_info_bits=acc['side_info_bits'] + side_bits + weight_bits,
+          side_info_bits=acc['side_info_bits'] + side_bits + message_bits,
           bits_per_parameter=acc['bits_per_parameter']
           + keep_f64 * tf.cast(client_bits, tf.float64) / num_parameters,
+          relative_distortion=acc['relative_distortion'] + keep_f64 * tf.math.divide_no_nan(
+              diagnostics['squared_error'], client['squared_norm']),
           zeros=acc['zeros'] + zeros,
           diagnostics=collections.OrderedDict(
               (n, acc['diagnostics'][n] + keep_f64 * diagnostics[n])
@@ -177,6 +301,10 @@ def _build_process(compressor, value_type, weight_type):
           diagnostics_sq=collections.OrderedDict(
               (n, acc['diagnostics_sq'][n] + keep_f64 * tf.square(diagnostics[n]))
               for n in diagnostic_names),
+          payload=collections.OrderedDict(
+              (n, acc['payload'][n] + payload_values[n]) for n in payload_names),
+          payload_sq=collections.OrderedDict(
+              (n, acc['payload_sq'][n] + tf.square(payload_values[n])) for n in payload_names),
       )
 
   @tff.tensorflow.computation(accumulator_type, accumulator_type)
@@ -207,14 +335,23 @@ def _build_process(compressor, value_type, weight_type):
         uplink_bits=acc['uplink_bits'],
         side_info_bits=acc['side_info_bits'],
         distortion=means['squared_error'] / num_parameters,
+        relative_distortion=mean(acc['relative_distortion']),
         sparsity=mean(tf.cast(acc['zeros'], tf.float64)) / num_parameters,
     )
     for n in reported:
       variance = mean(acc['diagnostics_sq'][n]) - tf.square(means[n])
       measurements[n] = means[n]
       measurements[f'{n}_std'] = tf.sqrt(tf.maximum(variance, 0.0))
+    for n in payload_names:
+      means[n] = mean(acc['payload'][n])
+      variance = mean(acc['payload_sq'][n]) - tf.square(means[n])
+      measurements[n] = means[n]
+      measurements[f'{n}_std'] = tf.sqrt(tf.maximum(variance, 0.0))
     measurements['clients'] = acc['clients']
     measurements['dropped_clients'] = acc['dropped_clients']
+    # What the server measured itself, for step control.
+    means['bits_per_parameter'] = measurements['bits_per_parameter']
+    means['clients'] = clients
     new_state = compressor.update_state(state, means)
     return new_state, result, measurements
 
@@ -246,14 +383,26 @@ def _build_process(compressor, value_type, weight_type):
 
 
 class _WithCompressor:
-  """Holds a compressor, checked against the protocol."""
+  """Holds a compressor, checked against the protocol, and the message options.
 
-  def __init__(self, compressor: compressor_lib.Compressor):
+  Args:
+    compressor: The compressor.
+    integrity: Send and verify the payload checksum (module doc). Turn it off
+      only over a transport that already guarantees integrity.
+    channel: A simulated transport for tests (see `_build_process`).
+  """
+
+  def __init__(self, compressor: compressor_lib.Compressor, *, integrity: bool = True,
+               channel=None):
     if not isinstance(compressor, compressor_lib.Compressor):
       raise TypeError(
           f'{compressor!r} does not implement the compressor protocol'
           ' (tff_rdq.aggregators.compressor.Compressor).')
+    if not isinstance(integrity, bool):
+      raise TypeError(f'integrity must be a bool, got {integrity!r}.')
     self._compressor = compressor
+    self.integrity = integrity
+    self._channel = channel
 
   @property
   def compressor(self) -> compressor_lib.Compressor:
@@ -266,11 +415,12 @@ class CompressedMeanFactory(_WithCompressor, tff.aggregators.WeightedAggregation
   def create(self, value_type, weight_type) -> tff.templates.AggregationProcess:
     if weight_type is None:
       raise TypeError(f'{type(self).__name__} is weighted: pass a weight_type.')
-    return _build_process(self._compressor, value_type, weight_type)
+    return _build_process(self._compressor, value_type, weight_type, self.integrity,
+                          self._channel)
 
 
 class CompressedSumFactory(_WithCompressor, tff.aggregators.UnweightedAggregationFactory):
   """Sum of client updates sent through `compressor` (module doc)."""
 
   def create(self, value_type) -> tff.templates.AggregationProcess:
-    return _build_process(self._compressor, value_type, None)
+    return _build_process(self._compressor, value_type, None, self.integrity, self._channel)

@@ -5,14 +5,19 @@ the client placement and back into float32 values on the server.
 `tff_rdq.aggregators.compressed` does the federated plumbing around it (the
 same for our method and for every baseline), so that every method's bits are
 counted the same way: 8 x the byte length of the strings a client sends, plus
-`WEIGHT_BITS` for the client's weight in the weighted form.
+`STATUS_BITS` for its status (update dropped or not), `CHECKSUM_BITS` for the
+integrity checksum (unless turned off) and `WEIGHT_BITS` for the client's
+weight in the weighted form (`compressed`'s module doc gives the message).
 
 `Compressor` is the protocol, as code; `compressed` calls exactly its
 members, all of them while tracing TFF computations (TensorFlow code, core
 ops only: they run inside TFF's C++ worker):
 
   `diagnostic_names`: the keys `encode` returns, in order; it must hold
-    `squared_error`.
+    `squared_error`. Diagnostics are simulation measurements that travel
+    beside the payload, uncounted: nothing the server acts on may be one.
+  `payload_names` (optional, default none): the keys of `decode`'s
+    `payload_values`, in order.
   `initial_state()`: the server state (a structure of tensors).
   `client_params(state)`: what is broadcast to the clients each round.
   `encode(flat_values, params)`: the client's float32 vectors (one per
@@ -27,13 +32,18 @@ ops only: they run inside TFF's C++ worker):
     whether every stream decoded exactly (a truncated or corrupted stream must
     give `ok=False`, never an out-of-bounds read), the int64 side-information
     bits within the streams and the int64 count of zero quantized symbols
-    (for `sparsity`).
-  `update_state(state, diagnostic_means)`: the next server state from the
-    round's mean diagnostics (for step-size control).
+    (for `sparsity`); with `payload_names`, also `payload_values`: an
+    `OrderedDict` of float64 scalars that the server read from the payload
+    (so counted in the client's bits), e.g. a step-control vote.
+  `update_state(state, means)`: the next server state from the round's
+    means over decoded clients: of the diagnostics, of the `payload_values`,
+    and the server's own measurements `bits_per_parameter` (measured from the
+    received bytes) and `clients` (the number decoded, float64).
 
 `StatelessCompressor` supplies the state members for methods without server
-state; `client_seed` is the per-client seed every randomized method derives
-from its update.
+state (a round counter, broadcast as the per-round nonce); `client_seed` is
+the per-client seed every randomized method derives from its update and the
+round's nonce.
 """
 
 import abc
@@ -44,6 +54,10 @@ import tensorflow as tf
 
 # The client's float32 weight, sent beside the payload in the weighted form.
 WEIGHT_BITS = 32
+# The payload checksum (low 32 bits of farmhash64), unless integrity is off.
+CHECKSUM_BITS = 32
+# The client's status byte: whether its update was dropped (NaN or Inf).
+STATUS_BITS = 8
 
 
 @typing.runtime_checkable
@@ -71,15 +85,17 @@ class Compressor(typing.Protocol):
 
   @abc.abstractmethod
   def update_state(self, state, diagnostic_means):
-    """The next server state."""
+    """The next server state (`diagnostic_means`: the means of the module doc)."""
 
 
 class StatelessCompressor(Compressor):
   """Protocol defaults for methods without server state.
 
-  The state is a placeholder `int32` scalar 0, broadcast unchanged (the
-  configuration is static Python, known to clients and server alike).
-  Subclasses implement `encode` and `decode`.
+  The configuration is static Python, known to clients and server alike. The
+  state is the `int32` round counter (0 in the first round), broadcast as the
+  per-round nonce that `client_seed` mixes into the client's seed (it is
+  downlink, not counted in uplink bits). Subclasses implement `encode` and
+  `decode`; `encode`'s `params` is the nonce.
   """
 
   diagnostic_names = ('squared_error',)
@@ -92,15 +108,28 @@ class StatelessCompressor(Compressor):
 
   def update_state(self, state, diagnostic_means):
     del diagnostic_means
-    return state
+    return state + 1
 
 
-def client_seed(flat_values: list[tf.Tensor]) -> tf.Tensor:
-  """A per-client `int32` seed derived from the update itself.
+# An odd 32-bit constant (2**32 / golden ratio) spreading nonces over the seed.
+_NONCE_MULTIPLIER = 0x9E3779B1
 
-  The bit pattern of the update's float32 L1 norm: deterministic for a given
-  update (reproducible runs) and different across clients and rounds.
-  Tensor `i` of a method uses the stateless seed `[client_seed, i]`.
+
+def client_seed(flat_values: list[tf.Tensor], nonce=None) -> tf.Tensor:
+  """A per-client `int32` seed derived from the update and the round's nonce.
+
+  The bit pattern of the update's float32 L1 norm, XOR the low 32 bits of
+  `nonce * 0x9E3779B1` (`nonce`: the per-round nonce broadcast by the server,
+  an integer scalar; None or 0 leaves the L1 bits unchanged). Deterministic
+  for a given update and round (reproducible runs), different across clients
+  and fresh every round even for the same update. Tensor `i` of a method uses
+  the stateless seed `[client_seed, i]`; a method whose server needs the seed
+  sends it (counted).
   """
   total = tf.add_n([tf.reduce_sum(tf.abs(v)) for v in flat_values])
-  return tf.bitcast(tf.cast(total, tf.float32), tf.int32)
+  seed = tf.bitcast(tf.cast(total, tf.float32), tf.int32)
+  if nonce is None:
+    return seed
+  # uint32 arithmetic wraps modulo 2**32 (defined, unlike signed overflow).
+  mixed = tf.cast(tf.cast(nonce, tf.int64), tf.uint32) * tf.constant(_NONCE_MULTIPLIER, tf.uint32)
+  return tf.bitwise.bitwise_xor(seed, tf.bitcast(mixed, tf.int32))

@@ -14,11 +14,13 @@ Notation, for one client with `n` parameters in one round:
 
   R(Δ)  the rate, bits per parameter: `(8 * total payload bytes of all
         tensors + extra_bits) / n`, where the payload is exactly what the
-        client sends (step/seed headers and the codec's bytes) and
-        `extra_bits` is what the transport adds per client outside the
-        payload (32 for the weight in `QuantizeEncodeFactory`; 0 in the sum
-        form). Its mean over decoded clients is the process's
-        `bits_per_parameter` measurement.
+        client sends (step/seed headers, the step-control fields below and
+        the codec's bytes) and `extra_bits` is what the client's message
+        adds outside the payload (`compressed.overhead_bits`: the 8-bit
+        status, the 32-bit checksum unless integrity is off, and the 32-bit
+        weight in `QuantizeEncodeFactory`). Its mean over decoded clients is
+        the process's `bits_per_parameter` measurement, which the server
+        measures from the bytes it received.
   D(Δ)  the distortion: mean over the `n` parameters of the squared error
         between the update and the server's reconstruction (the process's
         `distortion` measurement is its mean over clients).
@@ -40,10 +42,29 @@ method, equal to `8 * len(encode_to_bytes(...))`: the Elias-gamma codec's
 with any other codec. The search is a static Python loop over the
 `K` candidates, vectorized over elements, in core TensorFlow ops only.
 
-Modes (the round counter `t` starts at 0 for the first round):
+What a client sends for step control (every uplink bit counted): the
+fields below travel in the payload of tensor 0, right after its step/seed
+header (`quantize_encode`'s module doc), so they are counted in
+`uplink_bits`, `side_info_bits` and `bits_per_parameter` and covered by the
+checksum. The server reads them in its decoding (`payload_values`) and
+`update_state` uses only those, plus `bits_per_parameter` and `clients` as
+the server measured them; no client-side diagnostic steers anything.
+
+  Fixed, Schedule   nothing
+  Lagrangian,       `vote`: uint8, the index `k` of the client's best
+  GlobalVote        candidate (8 bits); the server reads it as
+                    `vote_offset = k - (K - 1) / 2`
+  BitBudget         `bytes_delta_k`: int32 little-endian for every candidate
+                    `k` but the centre, the client's payload bytes at
+                    candidate `k` minus the payload bytes it sends (32 (K-1)
+                    bits: 128 for K = 5); the server reads it as
+                    `candidate_rate_delta_k = 8 * bytes_delta_k / n`
+
+Modes (the round counter `t` starts at 0 for the first round; every state
+holds it as `round`, broadcast as the per-round nonce of the clients' seeds):
 
 `Fixed(step)`: `Δ = step` every round. `QuantizeEncodeFactory(step_size=s)`
-  is `Fixed(s)`. State `OrderedDict(step_size)`.
+  is `Fixed(s)`. State `OrderedDict(step_size, round)`.
 
 `Schedule(initial, kind, ...)`: `Δ_t` a function of `t` (float64, then
   float32), then `max(Δ_t, minimum)`:
@@ -55,29 +76,33 @@ Modes (the round counter `t` starts at 0 for the first round):
 
 `Lagrangian(lam, centre, num_candidates=7, spread=sqrt(2), recentre=True)`:
   every client quantizes with its own `Δ = argmin_k R(Δ_k) + lam·D(Δ_k)`
-  (ties: the smallest `k`). With `recentre`, the next round's centre is the
-  geometric mean of the clients' chosen steps (`exp` of the mean
-  `log_step_vote`), so the grid follows the data; otherwise it stays at
-  `centre`. State `OrderedDict(step_size=centre, round)`.
+  (ties: the smallest `k`) and sends `k` as its vote. With `recentre`, the
+  next round's centre is the geometric mean of the clients' chosen steps on
+  the grid, `ln c_{t+1} = ln c_t + ln(spread) * mean(vote_offset)`, so the
+  grid follows the data; otherwise it stays at `centre`. State
+  `OrderedDict(step_size=centre, round)`.
 
 `GlobalVote(lam, initial, num_candidates=5, spread=2, smoothing=0)`: all
   clients quantize with the broadcast centre `c_t` (one `Δ` for the round);
   each also votes for its best candidate `argmin_k R(Δ_k) + lam·D(Δ_k)` by
-  reporting `log_step_vote = ln Δ_best`. The server re-centres on the
-  vote-weighted (one vote per decoded client) geometric mean:
-  `ln c_{t+1} = (1 - smoothing) * mean(log_step_vote) + smoothing * ln c_t`.
+  sending its index. The server re-centres on the geometric mean of the
+  voted steps (one vote per decoded client), smoothed:
+  `ln c_{t+1} = ln c_t + (1 - smoothing) * ln(spread) * mean(vote_offset)`.
   Each round the centre moves at most `spread ** ((K - 1) / 2)`, but since it
   is re-centred every round it can reach any step. State
   `OrderedDict(step_size=c_t, round)`.
 
 `BitBudget(target_bits, initial, num_candidates=5, spread=2, payback_rounds=2)`:
-  all clients quantize with the broadcast `c_t`, and each reports its real
-  rate at every candidate (`candidate_rate_k`). The server keeps the
+  all clients quantize with the broadcast `c_t`, and each sends how many
+  bytes more (or fewer) its payload would take at every other candidate
+  (`bytes_delta_k`, from its real encodings). The server keeps the
   cumulative excess `debt_t = sum over rounds s <= t of (mean R_s - target)`
-  (`mean R_s` = that round's `bits_per_parameter`, so the run's mean rate is
-  `target + debt / rounds`), asks for `r* = clip(target - debt_t /
-  payback_rounds, target / 4, 4 * target)` next round, and sets `c_{t+1}` to
-  the step at which the round's mean candidate-rate curve (made
+  (`mean R_s` = that round's `bits_per_parameter` as the server measured it
+  from the received bytes, so the run's mean rate is `target + debt /
+  rounds`), asks for `r* = clip(target - debt_t / payback_rounds, target / 4,
+  4 * target)` next round, and sets `c_{t+1}` to the step at which the
+  round's mean candidate-rate curve (`bits_per_parameter` at the centre,
+  `bits_per_parameter + mean(candidate_rate_delta_k)` elsewhere; made
   non-increasing in `Δ`) reaches `r*`, by linear interpolation in `ln Δ`
   between candidates. Outside the grid it extrapolates with the slope of the
   outermost pair of candidates, moving at most `spread ** ((K - 1) / 2)`
@@ -93,13 +118,13 @@ Modes (the round counter `t` starts at 0 for the first round):
 In every search mode, a round in which no client was decoded leaves the step
 unchanged, and the centre is clamped to `[1e-30, 1e30]`.
 
-Diagnostics added to the common measurements of `compressed` (each reported
-as its mean over decoded clients and `<name>_std`): `step_size` (the `Δ` each
-client used), `rate` (`R` at that `Δ`, from the real stream lengths) in every
-mode; `objective` (`R + lam·D` at the `Δ` used) in `Lagrangian` and
-`GlobalVote`, where the other modes report `R` (`rate`) and `D`
-(`distortion`); `log_step_vote` in `Lagrangian` and `GlobalVote`;
-`candidate_rate_0 .. candidate_rate_{K-1}` in `BitBudget`.
+Measurements added to the common ones of `compressed` (each reported as its
+mean over decoded clients and `<name>_std`): the diagnostics `step_size` (the
+`Δ` each client used) in every mode and `objective` (`R + lam·D` at the `Δ`
+used, as the client computed it) in `Lagrangian` and `GlobalVote` (`R` itself
+is `bits_per_parameter`); and the payload values the server read,
+`vote_offset` in `Lagrangian` and `GlobalVote`, `candidate_rate_delta_k` (k
+not the centre) in `BitBudget`.
 
 Bad settings raise `ValueError` (or `TypeError` for a wrong type) naming the
 argument.
@@ -121,7 +146,8 @@ MAX_STEP = 1e30
 # ----------------------------------------------------------------- validation
 
 def _num_candidates(value) -> int:
-  value = validation.check_int('num_candidates', value, low=3)
+  # At most 255: a vote is sent as one uint8.
+  value = validation.check_int('num_candidates', value, low=3, high=255)
   if value % 2 == 0:
     raise ValueError(
         f'num_candidates must be odd (the centre is the middle candidate), got {value}.')
@@ -157,9 +183,9 @@ def tf_candidate_steps(centre: tf.Tensor, multipliers) -> tf.Tensor:
 
 # ------------------------------------------------------------------ controls
 
-def _has_clients(diagnostic_means) -> tf.Tensor:
-  # Every decoded client has a positive rate (its payload has a header).
-  return diagnostic_means['rate'] > 0
+def _has_clients(means) -> tf.Tensor:
+  # `clients`: the number of clients the server decoded this round.
+  return means['clients'] > 0
 
 
 def _clamped_step(log_step: tf.Tensor) -> tf.Tensor:
@@ -173,13 +199,16 @@ class StepControl:
   Attributes:
     multipliers: the candidate multipliers (a single 1.0 for no search).
     lam: the Lagrange multiplier, or None where none applies.
-    extra_diagnostic_names: diagnostics that `client_decision` adds.
+    payload_fields: `(name, dtype)` of each field a client sends in its
+      payload (module doc), in order; uint8 or int32, little-endian.
+    payload_names: the float64 values the server reads from those fields.
     initial_step: the step (or centre) of the first round, a Python float.
   """
 
   multipliers: tuple[float, ...] = (1.0,)
   lam = None
-  extra_diagnostic_names: tuple[str, ...] = ()
+  payload_fields: tuple[tuple[str, tf.DType], ...] = ()
+  payload_names: tuple[str, ...] = ()
   initial_step: float
 
   def initial_state(self):
@@ -189,16 +218,50 @@ class StepControl:
     """The float32 step broadcast to clients (the centre of a search)."""
     return state['step_size']
 
-  def client_decision(self, steps, rates, mse):
-    """`(index of the candidate to use, OrderedDict of extra diagnostics)`.
+  def nonce(self, state):
+    """The per-round nonce broadcast to clients: the round counter."""
+    return state['round']
+
+  def client_decision(self, steps, rates, mse, bits):
+    """`(index of the candidate to use, OrderedDict of payload fields)`.
 
     Args:
       steps: float64 `[K]`, the candidate steps.
       rates: float64 `[K]`, R at each candidate.
       mse: float64 `[K]`, D at each candidate.
+      bits: int64 `[K]`, the client's message bits at each candidate.
     """
-    del steps, rates, mse
+    del steps, rates, mse, bits
     return tf.constant(0, tf.int32), collections.OrderedDict()
+
+  @property
+  def payload_bytes(self) -> int:
+    """The bytes of the step-control fields in a client's payload."""
+    return sum(dtype.size for _, dtype in self.payload_fields)
+
+  def pack_payload(self, fields) -> tf.Tensor:
+    """The `uint8` bytes of `client_decision`'s fields (little-endian)."""
+    parts = [tf.reshape(tf.bitcast(tf.cast(fields[name], dtype), tf.uint8), [-1])
+             for name, dtype in self.payload_fields]
+    return tf.concat(parts, 0) if parts else tf.zeros([0], tf.uint8)
+
+  def read_payload(self, data, num_parameters: int):
+    """`(OrderedDict of payload values (float64), ok)` from the field bytes.
+
+    Args:
+      data: `uint8` `[payload_bytes]`, the fields as sent.
+      num_parameters: the client's number of parameters `n`.
+    """
+    del data, num_parameters
+    return collections.OrderedDict(), tf.constant(True)
+
+  def _fields(self, data):
+    fields, offset = collections.OrderedDict(), 0
+    for name, dtype in self.payload_fields:
+      chunk = data[offset:offset + dtype.size]
+      fields[name] = chunk[0] if dtype.size == 1 else tf.bitcast(chunk, dtype)
+      offset += dtype.size
+    return fields
 
   def update_state(self, state, diagnostic_means):
     raise NotImplementedError
@@ -219,11 +282,12 @@ class Fixed(StepControl):
     return f'Fixed({self.step!r})'
 
   def initial_state(self):
-    return collections.OrderedDict(step_size=tf.constant(self.step, tf.float32))
+    return collections.OrderedDict(step_size=tf.constant(self.step, tf.float32),
+                                   round=tf.constant(0, tf.int64))
 
   def update_state(self, state, diagnostic_means):
     del diagnostic_means
-    return state
+    return collections.OrderedDict(step_size=state['step_size'], round=state['round'] + 1)
 
 
 class Schedule(StepControl):
@@ -326,10 +390,30 @@ class _GridControl(StepControl):
         tf.equal(objective, tf.reduce_min(objective)), index, self.num_candidates))
 
 
-class Lagrangian(_GridControl):
-  """Each client uses its own `argmin_k R(Δ_k) + lam·D(Δ_k)` (module doc)."""
+class _VoteControl(_GridControl):
+  """A grid control whose clients send the index of their best candidate."""
 
-  extra_diagnostic_names = ('log_step_vote',)
+  payload_fields = (('vote', tf.uint8),)
+  payload_names = ('vote_offset',)
+
+  def _vote(self, rates, mse):
+    best = self._best(rates, mse)
+    return best, collections.OrderedDict(vote=tf.cast(best, tf.uint8))
+
+  def read_payload(self, data, num_parameters):
+    del num_parameters
+    vote = tf.cast(self._fields(data)['vote'], tf.int32)
+    offset = tf.cast(vote - self.centre_index, tf.float64)
+    return collections.OrderedDict(vote_offset=offset), vote < self.num_candidates
+
+  def _voted_log_step(self, state, means, weight=1.0):
+    """`ln c_t + weight * ln(spread) * mean(vote_offset)`, float64."""
+    log_centre = tf.math.log(tf.cast(state['step_size'], tf.float64))
+    return log_centre + weight * math.log(self.spread) * means['vote_offset']
+
+
+class Lagrangian(_VoteControl):
+  """Each client uses its own `argmin_k R(Δ_k) + lam·D(Δ_k)` (module doc)."""
 
   def __init__(self, lam, centre, num_candidates=7, spread=2**0.5, recentre=True):
     self.lam = validation.check_number('lam', lam, low=0)
@@ -343,22 +427,20 @@ class Lagrangian(_GridControl):
   def initial_state(self):
     return self._base_state()
 
-  def client_decision(self, steps, rates, mse):
-    best = self._best(rates, mse)
-    return best, collections.OrderedDict(log_step_vote=tf.math.log(tf.gather(steps, best)))
+  def client_decision(self, steps, rates, mse, bits):
+    del steps, bits
+    return self._vote(rates, mse)
 
   def update_state(self, state, diagnostic_means):
     step = state['step_size']
     if self.recentre:
       step = tf.where(_has_clients(diagnostic_means),
-                      _clamped_step(diagnostic_means['log_step_vote']), step)
+                      _clamped_step(self._voted_log_step(state, diagnostic_means)), step)
     return collections.OrderedDict(step_size=step, round=state['round'] + 1)
 
 
-class GlobalVote(_GridControl):
+class GlobalVote(_VoteControl):
   """One step per round, re-centred on the clients' votes (module doc)."""
-
-  extra_diagnostic_names = ('log_step_vote',)
 
   def __init__(self, lam, initial, num_candidates=5, spread=2.0, smoothing=0.0):
     self.lam = validation.check_number('lam', lam, low=0)
@@ -372,15 +454,14 @@ class GlobalVote(_GridControl):
   def initial_state(self):
     return self._base_state()
 
-  def client_decision(self, steps, rates, mse):
-    best = self._best(rates, mse)
-    return (tf.constant(self.centre_index, tf.int32),
-            collections.OrderedDict(log_step_vote=tf.math.log(tf.gather(steps, best))))
+  def client_decision(self, steps, rates, mse, bits):
+    del steps, bits
+    _, fields = self._vote(rates, mse)
+    return tf.constant(self.centre_index, tf.int32), fields
 
   def update_state(self, state, diagnostic_means):
     step = state['step_size']
-    log_step = ((1.0 - self.smoothing) * diagnostic_means['log_step_vote']
-                + self.smoothing * tf.math.log(tf.cast(step, tf.float64)))
+    log_step = self._voted_log_step(state, diagnostic_means, 1.0 - self.smoothing)
     step = tf.where(_has_clients(diagnostic_means), _clamped_step(log_step), step)
     return collections.OrderedDict(step_size=step, round=state['round'] + 1)
 
@@ -434,8 +515,9 @@ class BitBudget(_GridControl):
     self.target_bits = validation.check_positive('target_bits', target_bits)
     self._init_grid('initial', initial, num_candidates, spread)
     self.payback_rounds = validation.check_number('payback_rounds', payback_rounds, low=1)
-    self.extra_diagnostic_names = tuple(
-        f'candidate_rate_{k}' for k in range(self.num_candidates))
+    others = [k for k in range(self.num_candidates) if k != self.centre_index]
+    self.payload_fields = tuple((f'bytes_delta_{k}', tf.int32) for k in others)
+    self.payload_names = tuple(f'candidate_rate_delta_{k}' for k in others)
 
   def __repr__(self):
     return (f'BitBudget(target_bits={self.target_bits!r}, initial={self.initial_step!r}, '
@@ -447,22 +529,35 @@ class BitBudget(_GridControl):
     state['rate_debt'] = tf.constant(0.0, tf.float64)
     return state
 
-  def client_decision(self, steps, rates, mse):
-    del steps, mse
-    return (tf.constant(self.centre_index, tf.int32), collections.OrderedDict(
-        (name, rates[k]) for k, name in enumerate(self.extra_diagnostic_names)))
+  def client_decision(self, steps, rates, mse, bits):
+    del steps, rates, mse
+    centre = self.centre_index
+    # Whole bytes: every part of a message is a whole number of bytes.
+    deltas = tf.cast(tf.math.floordiv(bits - bits[centre], 8), tf.int32)
+    return (tf.constant(centre, tf.int32), collections.OrderedDict(
+        (name, deltas[int(name.rsplit('_', 1)[1])]) for name, _ in self.payload_fields))
+
+  def read_payload(self, data, num_parameters):
+    fields = self._fields(data)
+    values = collections.OrderedDict()
+    for (field, _), name in zip(self.payload_fields, self.payload_names):
+      values[name] = 8.0 * tf.cast(fields[field], tf.float64) / max(num_parameters, 1)
+    return values, tf.constant(True)
 
   def update_state(self, state, diagnostic_means):
     target = self.target_bits
     has_clients = _has_clients(diagnostic_means)
-    excess = diagnostic_means['rate'] - target
+    measured = diagnostic_means['bits_per_parameter']  # The server's own measurement.
+    excess = measured - target
     debt = state['rate_debt'] + tf.where(has_clients, excess, tf.zeros_like(excess))
     desired = tf.clip_by_value(target - debt / self.payback_rounds, target / 4, 4 * target)
     log_centre = tf.math.log(tf.cast(state['step_size'], tf.float64))
     log_spread = math.log(self.spread)
     log_steps = log_centre + log_spread * tf.constant(
         [k - self.centre_index for k in range(self.num_candidates)], tf.float64)
-    rates = [diagnostic_means[name] for name in self.extra_diagnostic_names]
+    rates = [measured if k == self.centre_index
+             else measured + diagnostic_means[f'candidate_rate_delta_{k}']
+             for k in range(self.num_candidates)]
     log_step = rate_curve_step(log_steps, rates, desired, log_spread)
     step = tf.where(has_clients, _clamped_step(log_step), state['step_size'])
     return collections.OrderedDict(step_size=step, round=state['round'] + 1, rate_debt=debt)

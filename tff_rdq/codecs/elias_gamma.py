@@ -80,7 +80,8 @@ def _index_dtypes(n_static, block_size):
   num_blocks = -(-n_static // block_size)
   max_bits = (
       _MAX_CODEWORD_BITS * n_static + 64 * (num_blocks + 2) + 8 * (num_blocks + 1))
-  offset_type = tf.int32 if max_bits < 2**31 else tf.int64
+  # A margin below 2**31: the fast decoder's lanes may run past their data.
+  offset_type = tf.int32 if max_bits < 2**31 - 2**23 else tf.int64
   return index_type, offset_type
 
 
@@ -426,9 +427,149 @@ def _decode_from_bytes(
       8 * (start + tf.reduce_sum(block_bytes)), total_bits
   )
   block_len = tf.minimum(block, n - tf.range(num_blocks) * block)
+  lane_base = tf.range(num_blocks) * block
+  index_type, offset_type = _index_dtypes(
+      None if tf.is_tensor(num_elements) else int(num_elements), block_size)
+  if block_size <= _FAST_MAX_RUN_BLOCK and offset_type == tf.int32:
+    # Valid data is shorter than the bound of `_index_dtypes`: longer data is
+    # rejected before any int32 offset could overflow.
+    header_ok &= total_bits < 2**31 - 2**22
+    block_start_bit = tf.where(header_ok, block_start_bit, 0)
+    end_bit, pos, error, index, values = _decode_lanes_fast(
+        words, block_start_bit, block_len, lane_base, n, block_size)
+  else:
+    end_bit, pos, error, index, values = _decode_lanes_general(
+        words, block_start_bit, tf.zeros_like(block_len), tf.ones_like(block_len, tf.bool),
+        block_len, lane_base, n, block_size, index_type)
+  # Every lane ends after its last value (pos = B) or its trailing run (B + 1)
+  # inside its own block, with only zero padding after it.
+  padding = block_end_bit - end_bit
+  padding_ok = (padding >= 0) & (padding < 8)
+  padding_bits = bitstream.low_bits(
+      bitstream.read_bits(words, end_bit), tf.clip_by_value(padding, 0, 8)
+  )
+  ok = (
+      header_ok
+      & tf.reduce_all((pos >= block_len) & (pos <= block_len + 1))
+      & tf.logical_not(tf.reduce_any(error))
+      & tf.reduce_all(padding_ok)
+      & tf.reduce_all(tf.equal(padding_bits, 0))
+  )
+  size = tf.cast(n, index.dtype) + 1
+  dense = tf.raw_ops.SparseToDense(
+      sparse_indices=index, output_shape=tf.reshape(size, [1]), sparse_values=values,
+      default_value=0, validate_indices=False)[:-1]
+  dense = tf.cond(ok, lambda: dense, lambda: tf.zeros_like(dense))
+  return dense, ok
 
-  def body(i, bit, pos, done, error, pos_array, value_array):
-    active = tf.logical_not(done)
+
+# The fast decoder reads gamma(run) and the sign from one 64-bit window:
+# runs below 2**15.
+_FAST_MAX_RUN_BLOCK = 2**15 - 2
+
+
+def _ctz(window: tf.Tensor) -> tf.Tensor:
+  """Trailing zeros of `uint64` windows as `int32`; -127 for a zero window."""
+  lowest = tf.bitwise.bitwise_and(
+      window, tf.bitwise.invert(window) + tf.constant(1, tf.uint64))
+  # A power of two is exact in float32; its exponent field is the bit index.
+  exponent = tf.bitwise.right_shift(
+      tf.bitcast(tf.cast(lowest, tf.float32), tf.int32), 23)
+  return exponent - 127
+
+
+def _decode_lanes_fast(words, block_start_bit, block_len, lane_base, n, block_size):
+  """Decodes every block as a lane in int32, one codeword per lane and step.
+
+  Each step reads one 64-bit window per lane and decodes gamma(run), the sign
+  and gamma(|v|) from it. A lane whose codeword does not fit the window (or
+  whose run field is not a valid run) stops there; `_decode_lanes_general`
+  finishes such lanes (and finds the errors).
+
+  Returns:
+    `(end_bit, pos, error, index, values)`: per lane the bit after its last
+    codeword (`int64`), the values consumed (B after a last value, B + 1 after
+    a trailing run) and an error flag; per decoded codeword (and placeholders
+    with index `n`) the `int32` index and value.
+  """
+  i32 = tf.int32
+  one = tf.constant(1, tf.uint64)
+  blen = tf.cast(block_len, i32)
+  base = tf.cast(lane_base, i32) - 1
+  dummy = tf.cast(n, i32)
+  last_word = tf.shape(words, out_type=i32)[0] - 2
+  # words_next[j] = words[j + 1] << 1: a window is one shift and OR of both.
+  words_next = tf.concat(
+      [tf.bitwise.left_shift(words[1:], one), tf.zeros([1], tf.uint64)], 0)
+  c63 = tf.constant(63, tf.uint64)
+  lanes = tf.shape(blen)[0]
+
+  def body(step, q, pos, act, index_array, value_array):
+    j = tf.minimum(tf.bitwise.right_shift(q, 6), last_word)
+    s = tf.cast(tf.bitwise.bitwise_and(q, 63), tf.uint64)
+    w = tf.bitwise.bitwise_or(
+        tf.bitwise.right_shift(tf.gather(words, j), s),
+        tf.bitwise.left_shift(tf.gather(words_next, j), tf.bitwise.bitwise_xor(s, c63)))
+    z1 = _ctz(w)
+    z1u = tf.cast(tf.bitwise.bitwise_and(z1, 15), tf.uint64)
+    z1p = z1u + one
+    x = tf.bitwise.right_shift(w, z1p)
+    top = tf.bitwise.left_shift(one, z1u)
+    run = tf.bitwise.bitwise_or(tf.bitwise.bitwise_and(x, top - one), top)
+    positive = tf.equal(tf.bitwise.bitwise_and(tf.bitwise.right_shift(x, z1u), one), one)
+    t = tf.bitwise.right_shift(x, z1p)
+    z2 = _ctz(t)
+    z2u = tf.cast(tf.bitwise.bitwise_and(z2, 31), tf.uint64)
+    top2 = tf.bitwise.left_shift(one, z2u)
+    magnitude = tf.cast(tf.bitwise.bitwise_or(
+        tf.bitwise.bitwise_and(tf.bitwise.right_shift(t, z2u + one), top2 - one), top2),
+                        i32)
+    value = tf.where(positive, magnitude, -magnitude)
+    new_pos = pos + tf.cast(run, i32)
+    is_value = new_pos <= blen
+    run_bits = z1 + z1 + 1
+    # Stop (for the general loop) where the run field is not a run below
+    # 2**15 (z1 > 14 or no one bit), or the codeword is longer than 64 bits.
+    stall = act & ((tf.cast(z1, tf.uint32) > 14) | (
+        is_value & (tf.cast(z1 + z2, tf.uint32) > 30)))
+    go = act & tf.logical_not(stall)
+    q = tf.where(go, q + tf.where(is_value, run_bits + z2 + z2 + 2, run_bits), q)
+    pos = tf.where(go, new_pos, pos)
+    emit = go & is_value
+    index_array = index_array.write(step, tf.where(emit, base + new_pos, dummy))
+    value_array = value_array.write(step, value)
+    return step + 1, q, pos, go & (new_pos < blen), index_array, value_array
+
+  # Row 0 is a placeholder, so that `stack` is defined without steps.
+  _, q, pos, _, index_array, value_array = tf.while_loop(
+      lambda step, q, pos, act, *_: tf.reduce_any(act),
+      body,
+      (tf.constant(1), tf.cast(block_start_bit, i32), tf.zeros_like(blen), blen > 0,
+       tf.TensorArray(i32, size=1, dynamic_size=True, element_shape=[None]).write(
+           0, tf.fill([lanes], dummy)),
+       tf.TensorArray(i32, size=1, dynamic_size=True, element_shape=[None]).write(
+           0, tf.zeros([lanes], i32))),
+      maximum_iterations=block_size + 2)
+  # Lanes that stopped early (pos < B) continue in the general loop.
+  end_bit, pos, error, index, values = _decode_lanes_general(
+      words, tf.cast(q, tf.int64), tf.cast(pos, tf.int64), pos < blen, block_len,
+      lane_base, n, block_size, i32)
+  index = tf.concat([tf.reshape(index_array.stack(), [-1]), index], 0)
+  values = tf.concat([tf.reshape(value_array.stack(), [-1]), values], 0)
+  return end_bit, pos, error, index, values
+
+
+def _decode_lanes_general(words, bit, pos, active, block_len, lane_base, n,
+                          block_size, index_type):
+  """Decodes the lanes marked `active` from bit `bit` and `pos` values on.
+
+  Any codeword (int64 arithmetic, two windows per step); one loop step per
+  codeword. Returns as `_decode_lanes_fast`, with indices of `index_type`.
+  """
+  dummy = tf.cast(n, index_type)
+  lanes = tf.shape(block_len)[0]
+
+  def body(step, bit, pos, go, error, index_array, value_array):
     window = bitstream.read_bits(words, bit)
     zeros = bitstream.trailing_zeros(window)
     bad = zeros > 31
@@ -436,13 +577,11 @@ def _decode_from_bytes(
     run = tf.bitwise.bitwise_or(
         tf.bitwise.left_shift(bitstream.one(), tf.cast(zeros, tf.uint64)),
         bitstream.low_bits(
-            tf.bitwise.right_shift(window, tf.cast(zeros + 1, tf.uint64)),
-            zeros,
-        ),
+            tf.bitwise.right_shift(window, tf.cast(zeros + 1, tf.uint64)), zeros),
     )
     new_pos = pos + tf.cast(run, tf.int64)
-    is_value = new_pos < block_len
-    bad |= new_pos > block_len
+    is_value = new_pos <= block_len
+    bad |= new_pos > block_len + 1
     sign_bit = bit + 2 * zeros + 1
     window = bitstream.read_bits(words, sign_bit)
     rest = tf.bitwise.right_shift(window, bitstream.one())
@@ -453,71 +592,44 @@ def _decode_from_bytes(
         tf.bitwise.bitwise_or(
             tf.bitwise.left_shift(bitstream.one(), tf.cast(mag_zeros, tf.uint64)),
             bitstream.low_bits(
-                tf.bitwise.right_shift(
-                    rest, tf.cast(mag_zeros + 1, tf.uint64)
-                ),
-                mag_zeros,
-            ),
+                tf.bitwise.right_shift(rest, tf.cast(mag_zeros + 1, tf.uint64)),
+                mag_zeros),
         ),
         tf.int32,
     )
     positive = tf.bitwise.bitwise_and(window, bitstream.one()) > 0
     value = tf.where(positive, magnitude, -magnitude)
-    emit = active & is_value & tf.logical_not(bad)
-    value_array = value_array.write(i + 1, tf.where(emit, value, 0))
-    pos_array = pos_array.write(i + 1, new_pos)
-    next_bit = tf.where(is_value, sign_bit + 2 * mag_zeros + 2, sign_bit)
-    bit = tf.where(active, next_bit, bit)
-    pos = tf.where(emit, new_pos, pos)
-    error |= active & bad
-    done |= active & (bad | tf.logical_not(is_value) | (new_pos >= block_len - 1))
-    return i + 1, bit, pos, done, error, pos_array, value_array
+    advance = go & tf.logical_not(bad)
+    emit = advance & is_value
+    index_array = index_array.write(
+        step, tf.where(emit, tf.cast(lane_base + new_pos - 1, index_type), dummy))
+    value_array = value_array.write(step, value)
+    bit = tf.where(
+        advance, tf.where(is_value, sign_bit + 2 * mag_zeros + 2, sign_bit), bit)
+    pos = tf.where(advance, new_pos, pos)
+    error |= go & bad
+    return (step + 1, bit, pos, advance & (new_pos < block_len), error, index_array,
+            value_array)
 
-  lanes = tf.cast(num_blocks, tf.int32)
-  _, end_bit, _, done, error, pos_array, value_array = tf.while_loop(
-      lambda i, bit, pos, done, *_: tf.reduce_any(tf.logical_not(done)),
+  # Row 0 is a placeholder, so that `stack` is defined without steps.
+  _, bit, pos, _, error, index_array, value_array = tf.while_loop(
+      lambda step, bit, pos, go, *_: tf.reduce_any(go),
       body,
       loop_vars=(
-          tf.constant(0),
-          block_start_bit,
-          tf.fill([lanes], tf.constant(-1, tf.int64)),
-          tf.zeros([lanes], tf.bool),
-          tf.zeros([lanes], tf.bool),
-          # Row 0 is a dummy, so that `stack` is defined without iterations.
-          tf.TensorArray(tf.int64, size=1, dynamic_size=True).write(
-              0, tf.zeros([lanes], tf.int64)),
-          tf.TensorArray(tf.int32, size=1, dynamic_size=True).write(
+          tf.constant(1),
+          bit,
+          pos,
+          active & (pos < block_len),
+          tf.zeros_like(active),
+          tf.TensorArray(index_type, size=1, dynamic_size=True, element_shape=[None]).write(
+              0, tf.fill([lanes], dummy)),
+          tf.TensorArray(tf.int32, size=1, dynamic_size=True, element_shape=[None]).write(
               0, tf.zeros([lanes], tf.int32)),
       ),
-      maximum_iterations=block_size + 1,
+      maximum_iterations=block_size + 2,
   )
-  # A lane must end inside its own block, with only zero padding after it.
-  padding = block_end_bit - end_bit
-  padding_ok = (padding >= 0) & (padding < 8)
-  padding_bits = bitstream.low_bits(
-      bitstream.read_bits(words, end_bit), tf.clip_by_value(padding, 0, 8)
-  )
-  ok = (
-      header_ok
-      & tf.reduce_all(done)
-      & tf.logical_not(tf.reduce_any(error))
-      & tf.reduce_all(padding_ok)
-      & tf.reduce_all(tf.equal(padding_bits, 0))
-  )
-
-  # [iterations, lanes] -> lane-major order, which is increasing position.
-  positions = tf.transpose(pos_array.stack()[1:])
-  decoded = tf.transpose(value_array.stack()[1:])
-  keep = tf.not_equal(decoded, 0)
-  lane_offset = tf.range(num_blocks)[:, tf.newaxis] * block
-  index = tf.boolean_mask(positions + lane_offset, keep)
-  index = tf.where(ok, index, tf.zeros_like(index))
-  nonzero = tf.where(ok, tf.boolean_mask(decoded, keep), 0)
-  dense = tf.sparse.to_dense(
-      tf.SparseTensor(index[:, tf.newaxis], nonzero, tf.reshape(n, [1])),
-      validate_indices=False,
-  )
-  return dense, ok
+  return (bit, pos, error, tf.reshape(index_array.stack(), [-1]),
+          tf.reshape(value_array.stack(), [-1]))
 
 
 _decode_from_bytes_graph = tf.function(_decode_from_bytes, reduce_retracing=True)

@@ -363,8 +363,9 @@ def build_corpus(
     The path of `stackoverflow.sqlite`.
 
   Raises:
-    CorpusPreparationError: If the tarball cannot be fetched or read, or the
-      existing corpus in `cache_dir` was built from another source.
+    CorpusPreparationError: If the tarball cannot be fetched or read,
+      `cache_dir` cannot be written, or the existing corpus in `cache_dir`
+      was built from another source.
   """
   cache_dir = pathlib.Path(cache_dir)
   database = cache_dir / sqlite_format.DATABASE_FILENAME
@@ -378,7 +379,14 @@ def build_corpus(
       )
     return database
   start = time.monotonic()
-  cache_dir.mkdir(parents=True, exist_ok=True)
+  try:
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    probe = tempfile.NamedTemporaryFile(dir=cache_dir)
+    probe.close()
+  except OSError as e:
+    raise CorpusPreparationError(
+        f'Cannot write the corpus to {cache_dir}: {e.strerror or e}; '
+        'choose a writable cache directory.') from None
   with tempfile.TemporaryDirectory(prefix='tff-rdq-corpus-') as tmp_dir:
     tarball = fetch(pathlib.Path(tmp_dir))
     try:

@@ -4,7 +4,7 @@
   tff-rdq compare CONFIG [--set section.key=value ...] [--no-progress]
   tff-rdq methods
   tff-rdq frontier RUN_DIR
-  tff-rdq prepare-data [--cache-dir DIR]
+  tff-rdq prepare-data [--source local|sotu] [--cache-dir DIR]
   tff-rdq worker --port P
 
 `tff-rdq worker` serves one TFF worker (TFF's C++ `worker_binary`) on port P
@@ -12,11 +12,14 @@ of this machine until Ctrl-C or SIGTERM; `run --workers` splits each round's
 clients across such workers.
 
 Errors the user can fix (config, data, run directory) print one line and exit
-with status 2. Every TFF worker the command started is stopped before it
+with status 2. TensorFlow's start-up lines (the CUDA plugin registrations it
+prints while being imported on a machine without a GPU) are not shown; what
+TensorFlow prints after start-up is. Every TFF worker the command started is stopped before it
 exits, also on Ctrl-C and SIGTERM.
 """
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -43,11 +46,34 @@ def _parser() -> argparse.ArgumentParser:
   frontier = commands.add_parser(
       'frontier', help='rate-distortion sweep over the client updates a run saved')
   frontier.add_argument('run_dir', help='a run directory with updates/ (see aggregator.save_updates_*)')
-  prepare = commands.add_parser('prepare-data', help='build the local corpus')
-  prepare.add_argument('--cache-dir', default='data/stackoverflow_local')
+  prepare = commands.add_parser('prepare-data', help='build a built-in corpus')
+  prepare.add_argument('--source', default='local', choices=('local', 'sotu'),
+                       help='local: SpamAssassin ham mails; sotu: State of the Union addresses')
+  prepare.add_argument('--cache-dir', default=None,
+                       help='default: data/stackoverflow_local (local), data/sotu (sotu)')
   worker = commands.add_parser('worker', help='serve a TFF worker for `run --workers`')
   worker.add_argument('--port', type=int, required=True, help='TCP port to serve on')
   return parser
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr():
+  """Sends what native code writes to file descriptor 2 to /dev/null meanwhile.
+
+  TensorFlow's C++ logging writes to the descriptor directly and caches its
+  log level when first used, so neither `sys.stderr` nor a later
+  `TF_CPP_MIN_LOG_LEVEL` can silence its import-time registration errors.
+  Python exceptions raised inside are printed after the descriptor is back.
+  """
+  sys.stderr.flush()
+  saved = os.dup(2)
+  try:
+    with open(os.devnull, 'w') as devnull:
+      os.dup2(devnull.fileno(), 2)
+    yield
+  finally:
+    os.dup2(saved, 2)
+    os.close(saved)
 
 
 def main(argv=None) -> int:
@@ -61,14 +87,17 @@ def main(argv=None) -> int:
       print(f'tff-rdq: error: {e}', file=sys.stderr)
       return 2
   # Imported here so that `--help` and argument errors are instant.
+  with _quiet_native_stderr():
+    import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
   from tff_rdq.experiments import config as config_lib  # pylint: disable=g-import-not-at-top
   from tff_rdq.experiments import stackoverflow  # pylint: disable=g-import-not-at-top
   from tff_rdq import data as data_lib  # pylint: disable=g-import-not-at-top
   user_errors = (config_lib.ConfigError, stackoverflow.ExperimentError,
-                 data_lib.CorpusNotFoundError, data_lib.CorpusFormatError, runtime.WorkerError)
+                 data_lib.CorpusNotFoundError, data_lib.CorpusFormatError,
+                 data_lib.CorpusPreparationError, runtime.WorkerError)
   try:
     if args.command == 'prepare-data':
-      path = data_lib.prepare_local_corpus(args.cache_dir)
+      path = data_lib.prepare_corpus(args.source, args.cache_dir)
       print(f'corpus ready: {path}')
       return 0
     if args.command == 'frontier':

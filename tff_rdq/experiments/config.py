@@ -15,6 +15,7 @@ import typing
 from typing import Any
 
 from tff_rdq import codecs
+from tff_rdq import data as data_lib
 from tff_rdq import validation
 from tff_rdq.aggregators import step_control
 from tff_rdq.quantizers import uniform
@@ -102,7 +103,7 @@ class ExperimentConfig:
 
 _SECTIONS = {f.name: f.type for f in dataclasses.fields(ExperimentConfig) if f.name != 'name'}
 _CHOICES = {
-    'data.source': ('local', 'stackoverflow'),
+    'data.source': data_lib.SOURCES,
     'training.client_optimizer': ('sgd',),
     'training.server_optimizer': ('sgd', 'adam'),
     # Read from the modules that define them.

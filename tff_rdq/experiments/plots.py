@@ -20,20 +20,29 @@ def _series(rows, x_key, y_key):
 
 
 def plot_run(rows, run_dir: pathlib.Path, title: str) -> list[pathlib.Path]:
-  """Writes accuracy and bits/parameter against round, and accuracy against
-  cumulative uplink bytes; returns the paths."""
+  """Writes accuracy, loss and bits/parameter against round, and accuracy against
+  cumulative uplink bytes; returns the paths.
+
+  The train loss is TFF's (padding tokens counted); the test loss masks padding.
+  """
   paths = []
-  fig, (ax_acc, ax_bits) = plt.subplots(2, 1, figsize=(7, 7), sharex=True)
+  fig, (ax_acc, ax_loss, ax_bits) = plt.subplots(3, 1, figsize=(7, 9), sharex=True)
   ax_acc.plot(*_series(rows, 'round', 'train_accuracy'), label='train (clients)', alpha=0.6)
   ax_acc.plot(*_series(rows, 'round', 'eval_accuracy'), 'o-', label='test')
+  ax_acc.plot(*_series(rows, 'round', 'eval_accuracy_without_oov_or_eos'), 's-',
+              label='test, without OOV and EOS')
   ax_acc.set_ylabel('accuracy')
   ax_acc.legend()
+  ax_loss.plot(*_series(rows, 'round', 'train_loss'), label='train (padding counted)', alpha=0.6)
+  ax_loss.plot(*_series(rows, 'round', 'eval_loss'), 'o-', label='test (padding masked)')
+  ax_loss.set_ylabel('loss')
+  ax_loss.legend()
   ax_bits.plot(*_series(rows, 'round', 'bits_per_parameter'))
   ax_bits.set_ylabel('bits per parameter')
   ax_bits.set_xlabel('round')
   fig.suptitle(title)
   fig.tight_layout()
-  paths.append(run_dir / 'accuracy_bits_vs_round.png')
+  paths.append(run_dir / 'accuracy_loss_bits_vs_round.png')
   fig.savefig(paths[-1], dpi=100)
   plt.close(fig)
 

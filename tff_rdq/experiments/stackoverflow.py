@@ -43,12 +43,11 @@ from tff_rdq.experiments import methods
 from tff_rdq.experiments import plots
 from tff_rdq.experiments import updates
 from tff_rdq import data as data_lib
-from tff_rdq.data import spam_assassin
 from tff_rdq import runtime
 
 COLUMNS = (
     'round', 'clients', 'bits_per_parameter', 'uplink_bytes', 'cumulative_uplink_bytes',
-    'side_info_bits', 'distortion', 'sparsity', 'step_size', 'step_size_std',
+    'side_info_bits', 'distortion', 'relative_distortion', 'sparsity', 'step_size', 'step_size_std',
     'dropped_clients', 'train_loss', 'train_accuracy', 'round_seconds',
     'eval_loss', 'eval_accuracy', 'eval_accuracy_without_oov',
     'eval_accuracy_without_oov_or_eos',
@@ -61,14 +60,13 @@ class ExperimentError(RuntimeError):
 
 
 def load_data(config: config_lib.DataConfig):
-  """(train, test) ClientData; prepares the local corpus on first use."""
+  """(train, test) ClientData; builds a built-in corpus on first use."""
   cache_dir = pathlib.Path(config.cache_dir)
   try:
-    if config.source == 'local':
-      data_lib.prepare_local_corpus(cache_dir)
+    data_lib.prepare_corpus(config.source, cache_dir)
     train, _, test = data_lib.load_client_data(cache_dir)
   except (data_lib.CorpusNotFoundError, data_lib.CorpusFormatError,
-          spam_assassin.CorpusPreparationError) as e:
+          data_lib.CorpusPreparationError) as e:
     raise ExperimentError(str(e)) from None
   return train, test
 
@@ -180,12 +178,14 @@ def _aggregator_row(measurements, num_parameters: int, clients: int, uncompresse
     bits = clients * 32 * (num_parameters + 1)
     return dict(bits_per_parameter=32.0 * (num_parameters + 1) / num_parameters,
                 uplink_bytes=bits / 8, side_info_bits=32 * clients, distortion=0.0,
+                relative_distortion=0.0,
                 sparsity='', step_size='', step_size_std='', dropped_clients=0)
   return dict(
       bits_per_parameter=float(measurements['bits_per_parameter']),
       uplink_bytes=float(measurements['uplink_bits']) / 8,
       side_info_bits=int(measurements['side_info_bits']),
       distortion=float(measurements['distortion']),
+      relative_distortion=float(measurements['relative_distortion']),
       sparsity=float(measurements['sparsity']),
       step_size=float(measurements.get('step_size', float('nan'))),
       step_size_std=float(measurements.get('step_size_std', float('nan'))),
@@ -236,8 +236,9 @@ def run(config: config_lib.ExperimentConfig, progress: bool = True,
   eval_preprocess = data_lib.make_preprocess_fn(
       vocab, batch_size=data.eval_batch_size, sequence_length=data.sequence_length,
       shuffle_buffer_size=1)
+  # The same examples in the same order in every process (sorted client ids).
   eval_data = eval_preprocess(
-      test.create_tf_dataset_from_all_clients().take(data.eval_max_elements)).cache()
+      data_lib.evaluation_dataset(test, data.eval_max_elements)).cache()
   client_ids = sorted(train.client_ids)
   if not client_ids:
     raise ExperimentError(f'the training split in {data.cache_dir} has no clients.')
@@ -350,6 +351,7 @@ def _train(config, process, state, manager, log, start_round, client_ids, train,
       'name': config.name,
       'method': config.aggregator.method,
       'rounds': int(final.get('round', 0)),
+      'eval_loss': _float(final.get('eval_loss')),
       'eval_accuracy': _float(final.get('eval_accuracy')),
       'eval_accuracy_without_oov_or_eos': _float(final.get('eval_accuracy_without_oov_or_eos')),
       'mean_bits_per_parameter': float(np.mean([float(r['bits_per_parameter']) for r in rows]))
@@ -357,6 +359,8 @@ def _train(config, process, state, manager, log, start_round, client_ids, train,
       'total_uplink_bytes': float(final.get('cumulative_uplink_bytes', 0.0)),
       'mean_distortion': float(np.mean([float(r['distortion']) for r in rows]))
       if rows else float('nan'),
+      'mean_relative_distortion': float(np.mean(
+          [_float(r.get('relative_distortion')) for r in rows])) if rows else float('nan'),
       'median_round_seconds': float(np.median(times)) if times else float('nan'),
   }
 

@@ -13,6 +13,19 @@ roundings:
   `(q - d) * step`, `d ~ U[-1/2, 1/2)` drawn from a seed that the server also
   gets. The error is uniform in `[-step/2, step/2]` and independent of `x`.
 
+Precision: `x / step`, the added noise or dither, the rounding and the
+reconstruction `(q - d) * step` are computed in float64 (`x`, `step` and the
+float32 noise convert to float64 exactly), so the error bounds above hold for
+every `|x / step|` up to 2**24 and beyond, within the clamp below: the float64
+reconstruction (`dequantize(..., dtype=tf.float64)`) is within the bound up to
+float64 rounding (a relative 2**-52 of `|x / step|`, under 2**-27 step at
+2**24). The float32 reconstruction (the default) is that value rounded to
+float32, which adds at most half a float32 ulp of the result (at most
+`2**-24 |x_hat|`, the representation error of any float32 result: below
+6e-5 step at `|x / step| = 1e3`, up to one step at 2**24). Computing in float32
+instead broke the half-step bound of dithered rounding from about
+`|x / step| = 1e3` on (by up to 2.5 steps at 2**22).
+
 Integers are clamped to `[-(2**31 - 128), 2**31 - 128]`, the widest range of
 float32 values that convert to int32 exactly.
 
@@ -82,25 +95,31 @@ def quantize(
     An `int32` tensor shaped like `values`.
   """
   check_rounding(rounding)
-  scaled = values / step
+  # float64 throughout (module doc: the error bounds for large |x / step|).
+  scaled = tf.cast(values, tf.float64) / tf.cast(step, tf.float64)
   if rounding == 'uniform':
     rounded = tf.round(scaled)
   elif rounding == 'stochastic':
     noise = tf.random.stateless_uniform(
         tf.shape(values), seed=seed, dtype=tf.float32
     )
-    rounded = tf.floor(scaled + noise)
+    rounded = tf.floor(scaled + tf.cast(noise, tf.float64))
   else:
-    rounded = tf.round(scaled + dither(tf.shape(values), seed))
+    rounded = tf.round(scaled + tf.cast(dither(tf.shape(values), seed), tf.float64))
   return tf.cast(tf.clip_by_value(rounded, -_INT_LIMIT, _INT_LIMIT), tf.int32)
 
 
 def dequantize(
-    integers: tf.Tensor, step: tf.Tensor, rounding: str, seed: tf.Tensor
+    integers: tf.Tensor, step: tf.Tensor, rounding: str, seed: tf.Tensor,
+    dtype=tf.float32,
 ) -> tf.Tensor:
-  """The `float32` reconstruction of `quantize`'s integers (same arguments)."""
+  """The reconstruction of `quantize`'s integers (same arguments), in `dtype`.
+
+  Computed in float64 and then cast to `dtype` (float32 by default; float64
+  gives the reconstruction before its final rounding, see the module doc).
+  """
   check_rounding(rounding)
-  levels = tf.cast(integers, tf.float32)
+  levels = tf.cast(integers, tf.float64)
   if rounding == 'dithered':
-    levels -= dither(tf.shape(integers), seed)
-  return levels * step
+    levels -= tf.cast(dither(tf.shape(integers), seed), tf.float64)
+  return tf.cast(levels * tf.cast(step, tf.float64), dtype)
