@@ -1,8 +1,10 @@
 """NumPy references shared by the baseline tests (`tests/test_baseline_*.py`).
 
 NumPy re-implementations of what the TF code computes (the client seed, the
-weighted mean of 3 clients), a small test structure of two tensors, and the
-Elias-gamma byte counts from the codec's own closed form.
+weighted mean of 3 clients), a small test structure of two tensors, the
+Elias-gamma byte counts from the codec's own closed form, and the bits of a
+client's message outside its streams (`MESSAGE_BITS`: status byte, checksum
+and weight; see `tff_rdq.aggregators.compressed`).
 """
 
 import collections
@@ -26,6 +28,12 @@ VALUE_TYPE = tff.types.to_type(collections.OrderedDict(
 WEIGHT_TYPE = tff.TensorType(np.float32)
 WEIGHTS = [1.0, 2.0, 3.5]
 WEIGHT_BITS = 32
+STATUS_BITS = 8  # Whether the client was dropped.
+CHECKSUM_BITS = 32  # The message checksum (integrity on, the default).
+# Bits of a client's message besides its streams, all side information:
+# weighted form (status, checksum, weight) and sum form (status, checksum).
+MESSAGE_BITS = STATUS_BITS + CHECKSUM_BITS + WEIGHT_BITS
+SUM_MESSAGE_BITS = STATUS_BITS + CHECKSUM_BITS
 
 
 def client_values(num_clients=3, seed=0):
@@ -46,10 +54,12 @@ def flat(client):
   return [np.asarray(client[name], np.float32).reshape(-1) for name in ORDER]
 
 
-def client_seed(flat_values) -> int:
-  """`compressor.client_seed`: the bits of the float32 L1 norm."""
+def client_seed(flat_values, nonce=0) -> int:
+  """`compressor.client_seed`: the bits of the float32 L1 norm, XOR the low
+  32 bits of `nonce * 0x9E3779B1` (the round's nonce; 0 in the first round)."""
   total = np.float32(sum(np.abs(v.astype(np.float64)).sum() for v in flat_values))
-  return int(np.array(total, np.float32).view(np.int32))
+  mixed = np.array([nonce * 0x9E3779B1 % 2**32], np.uint32).view(np.int32)[0]
+  return int(np.array(total, np.float32).view(np.int32) ^ mixed)
 
 
 def weighted_mean(decoded_clients, weights=WEIGHTS):

@@ -150,6 +150,36 @@ def choose_model(rs, mc, neg):
   return run_best, value_best, a_r, a_m
 
 
+def row_length_candidate(values):
+  """See `run_length_rans.row_length_candidate`."""
+  n = len(values)
+  candidates = [w for w in range(2, min(n // 2, 65535) + 1) if n % w == 0]
+  index = np.nonzero(values)[0]
+  if not candidates or not len(index):
+    return 0
+  sample = index[np.arange(2048) * len(index) // 2048]
+
+  def score(d):
+    above = sample - d
+    valid = above >= 0
+    hits = int(np.sum(valid & (values[np.maximum(above, 0)] != 0)))
+    return (hits << 20) // max(int(valid.sum()), 1)
+
+  contrast = [score(w) - (score(w - 1) + score(w + 1)) // 2 for w in candidates]
+  best = max(contrast + [0])
+  for w, c in zip(candidates, contrast):
+    if c > 0 and 16 * c >= 15 * best:
+      return w
+  return 0
+
+
+def column_classes(matrix, num_classes):
+  activity = np.abs(matrix).sum(axis=0)
+  rank = np.empty(len(activity), np.int64)
+  rank[np.argsort(activity, kind='stable')] = np.arange(len(activity))
+  return rank * num_classes // len(activity)
+
+
 def _rans_encode(x, f, c):
   if x >= f << 24:
     word, x = x & 0xFFFF, x >> 16
@@ -168,13 +198,9 @@ def side_info_bits(values, lane_overhead=rl.DEFAULT_LANE_OVERHEAD):
   return _encode_context_rans(values, lane_overhead)[1]
 
 
-def _encode_context_rans(values, lane_overhead):
-  """`(bytes, side information bits)` of this format."""
-  values = np.asarray(values, np.int64).reshape(-1)
+def _model(values):
+  """Symbols, chosen model and estimated bits of one order of the values."""
   idx = np.nonzero(values)[0]
-  n = len(idx)
-  if n == 0:
-    return bytes([0x80, 0, 0, 0, 0]), 40
   runs = np.diff(np.concatenate([[-1], idx])) - 1
   nz = values[idx]
   run_cls = [class_symbol(r) for r in runs]
@@ -182,12 +208,45 @@ def _encode_context_rans(values, lane_overhead):
   rs = np.array([c[0] for c in run_cls], np.int64)
   mc = np.array([c[0] for c in mag_cls], np.int64)
   neg = (nz < 0).astype(np.int64)
-  (run_cost, g_r, b_r), (value_cost, g_v, s, b_v), a_r, a_m = choose_model(rs, mc, neg)
+  model = choose_model(rs, mc, neg)
+  (run_cost, *_), (value_cost, *_), _, _ = model
+  mantissa_bits = sum(c[2] for c in run_cls) + sum(c[2] for c in mag_cls)
+  estimate = (run_cost + value_cost + (1 << 16) - 1) // (1 << 16) + mantissa_bits
+  return (run_cls, mag_cls, rs, mc, neg, model, mantissa_bits), estimate
+
+
+def _encode_context_rans(values, lane_overhead):
+  """`(bytes, side information bits)` of this format."""
+  values = np.asarray(values, np.int64).reshape(-1)
+  n = int(np.count_nonzero(values))
+  if n == 0:
+    return bytes([0x80, 0, 0, 0, 0]), 40
+  width = row_length_candidate(values)
+  best = None
+  for order, (transposed, num_classes) in enumerate(
+      ((False, 1), (False, 16), (True, 1), (True, 16))):
+    if order and not width:
+      continue
+    matrix = values.reshape(-1, max(width, 1))
+    if transposed:
+      matrix = matrix.T
+    classes, side = None, 0
+    if num_classes > 1:
+      if matrix.shape[1] > 65535:
+        continue
+      classes = column_classes(matrix, num_classes)
+      matrix = matrix[:, np.argsort(classes, kind='stable')]
+      side = matrix.shape[1] * 4
+    chosen, estimate = _model(np.ascontiguousarray(matrix).reshape(-1))
+    if best is None or estimate + side < best[0]:
+      best = (estimate + side, chosen, order, transposed, num_classes, classes)
+  estimate, chosen, order, transposed, num_classes, classes = best
+  row_length = width if order else 0
+  run_cls, mag_cls, rs, mc, neg, model, mantissa_bits = chosen
+  (run_cost, g_r, b_r), (value_cost, g_v, s, b_v), a_r, a_m = model
 
   # Lane size.
-  mantissa_bits = sum(c[2] for c in run_cls) + sum(c[2] for c in mag_cls)
   raw = mantissa_bits + (0 if s else n)
-  estimate = (run_cost + value_cost + (1 << 16) - 1) // (1 << 16) + mantissa_bits
   d8, d36 = round(8 / lane_overhead), round(36 / lane_overhead)
   lanes = min(estimate // d8, max(estimate // d36, raw // CARRY))
   lanes = min(max(lanes, 1), max(n // 32, 1))
@@ -252,8 +311,14 @@ def _encode_context_rans(values, lane_overhead):
   out.write(k, 32)
   out.write(a_r, 6)
   out.write(a_m, 6)
+  out.write(row_length, 16)
+  out.write(int(transposed), 1)
+  out.write(num_classes.bit_length() - 1, 3)
   for b in list(b_r) + list(b_v):
     out.write(b, 6)
+  if classes is not None:
+    for c in classes:
+      out.write(c, 4)
   for t, f, rows, alphabet in ((run_t, run_f, g_r, a_r),
                                (value_t, value_f, g_v * (1 + s), a_m * (1 + s))):
     for g in range(rows):

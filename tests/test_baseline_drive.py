@@ -34,9 +34,9 @@ def np_drive(x, seed, index, scale):
   return reconstruction, bits, s
 
 
-def np_client(client, scale):
+def np_client(client, scale, nonce=0):
   xs = ref.flat(client)
-  seed = ref.client_seed(xs)
+  seed = ref.client_seed(xs, nonce)
   return [np_drive(x, seed, i, scale) for i, x in enumerate(xs)]
 
 
@@ -62,14 +62,26 @@ def test_bits_match_closed_form(clients, weighted_output):
   # Per tensor: scale and seed (64 bits) + one bit per padded coordinate.
   per_client = sum(64 + 8 * -(-np_padded_size(n) // 8) for n in ref.SIZES)
   assert per_client == (64 + 64) + (64 + 1024)
-  assert m['uplink_bits'] == 3 * (per_client + ref.WEIGHT_BITS)
-  assert m['side_info_bits'] == 3 * (64 * len(ref.SIZES) + ref.WEIGHT_BITS)
+  assert m['uplink_bits'] == 3 * (per_client + ref.MESSAGE_BITS)
+  assert m['side_info_bits'] == 3 * (64 * len(ref.SIZES) + ref.MESSAGE_BITS)
   np.testing.assert_allclose(m['bits_per_parameter'],
-                             (per_client + ref.WEIGHT_BITS) / ref.NUM_PARAMETERS)
+                             (per_client + ref.MESSAGE_BITS) / ref.NUM_PARAMETERS)
   errors = [sum(np.sum((r[0] - x) ** 2) for r, x in zip(np_client(c, 'unbiased'), ref.flat(c)))
             for c in clients]
   np.testing.assert_allclose(m['distortion'], np.mean(errors) / ref.NUM_PARAMETERS, rtol=1e-4)
   assert m['sparsity'] == 0 and m['clients'] == 3 and m['dropped_clients'] == 0
+
+
+def test_rotation_is_fresh_every_round(clients):
+  """The round counter (state) is the nonce mixed into the seed: the same
+  updates get another rotation in the next round, reproducibly."""
+  process = drive.DriveFactory('unbiased').create(ref.VALUE_TYPE, ref.WEIGHT_TYPE)
+  first = process.next(process.initialize(), clients, ref.WEIGHTS)
+  second = process.next(first.state, clients, ref.WEIGHTS)
+  assert int(first.state) == 1 and int(second.state) == 2
+  decoded = [[r[0] for r in np_client(c, 'unbiased', nonce=1)] for c in clients]
+  ref.assert_result_close(second.result, ref.weighted_mean(decoded), rtol=1e-4, atol=1e-5)
+  assert not np.allclose(first.result['kernel'], second.result['kernel'])
 
 
 @pytest.mark.parametrize('scale', drive.SCALES)

@@ -59,8 +59,8 @@ def test_bits_match_closed_form(clients, weighted_output):
   bits, side_bits, zeros, errors = [], 0, [], []
   for client in clients:
     tensors = np_client(client)
-    bits.append(ref.WEIGHT_BITS + sum(32 + 8 * ref.elias_gamma_num_bytes(q) for q, _, _ in tensors))
-    side_bits += ref.WEIGHT_BITS + sum(32 + ref.elias_gamma_header_bits(q) for q, _, _ in tensors)
+    bits.append(ref.MESSAGE_BITS + sum(32 + 8 * ref.elias_gamma_num_bytes(q) for q, _, _ in tensors))
+    side_bits += ref.MESSAGE_BITS + sum(32 + ref.elias_gamma_header_bits(q) for q, _, _ in tensors)
     zeros.append(sum(np.sum(q == 0) for q, _, _ in tensors))
     errors.append(sum(np.sum((r - x) ** 2) for (_, _, r), x in zip(tensors, ref.flat(client))))
   assert m['uplink_bits'] == sum(bits)

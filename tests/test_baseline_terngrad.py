@@ -55,10 +55,10 @@ def test_bits_match_closed_form(clients, weighted_output):
   # Per tensor: the scale (32 bits) + 2 bits per element, padded to a byte.
   per_client = sum(32 + 8 * -(-n // 4) for n in ref.SIZES)
   assert per_client == (32 + 2 * 50 + 4) + (32 + 2 * 600)
-  assert m['uplink_bits'] == 3 * (per_client + ref.WEIGHT_BITS)
-  assert m['side_info_bits'] == 3 * (32 * len(ref.SIZES) + ref.WEIGHT_BITS)
+  assert m['uplink_bits'] == 3 * (per_client + ref.MESSAGE_BITS)
+  assert m['side_info_bits'] == 3 * (32 * len(ref.SIZES) + ref.MESSAGE_BITS)
   np.testing.assert_allclose(m['bits_per_parameter'],
-                             (per_client + ref.WEIGHT_BITS) / ref.NUM_PARAMETERS)
+                             (per_client + ref.MESSAGE_BITS) / ref.NUM_PARAMETERS)
   zeros, errors = [], []
   for client in clients:
     tensors = np_client(client)

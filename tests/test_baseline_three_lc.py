@@ -66,10 +66,10 @@ def test_weighted_mean_matches_numpy(clients, weighted_output):
 
 def test_bits_match_closed_form(clients, weighted_output):
   m = weighted_output.measurements
-  bits = [sum(8 * len(np_stream(x, MULTIPLIER)[0]) for x in ref.flat(c)) + ref.WEIGHT_BITS
+  bits = [sum(8 * len(np_stream(x, MULTIPLIER)[0]) for x in ref.flat(c)) + ref.MESSAGE_BITS
           for c in clients]
   assert m['uplink_bits'] == sum(bits)
-  assert m['side_info_bits'] == 3 * (32 * len(ref.SIZES) + ref.WEIGHT_BITS)
+  assert m['side_info_bits'] == 3 * (32 * len(ref.SIZES) + ref.MESSAGE_BITS)
   np.testing.assert_allclose(m['bits_per_parameter'], np.mean(bits) / ref.NUM_PARAMETERS)
   zeros = [sum(np.sum(np_quantize(x, MULTIPLIER)[0] == 0) for x in ref.flat(c)) for c in clients]
   np.testing.assert_allclose(m['sparsity'], np.mean(zeros) / ref.NUM_PARAMETERS)

@@ -58,7 +58,7 @@ def test_bits_match_closed_form(clients, weighted_output):
   m = weighted_output.measurements
   bits, side_bits, errors, relative = [], 0, [], []
   for client in clients:
-    client_bits = ref.WEIGHT_BITS
+    client_bits = ref.MESSAGE_BITS
     error = 0.0
     for x in ref.flat(client):
       k = np_num_kept(x.size, FRACTION)
@@ -72,7 +72,7 @@ def test_bits_match_closed_form(clients, weighted_output):
     errors.append(error)
     relative.append(error / sum(np.sum(x.astype(np.float64) ** 2) for x in ref.flat(client)))
   assert m['uplink_bits'] == sum(bits)
-  assert m['side_info_bits'] == side_bits + ref.WEIGHT_BITS * len(clients)
+  assert m['side_info_bits'] == side_bits + ref.MESSAGE_BITS * len(clients)
   np.testing.assert_allclose(m['bits_per_parameter'], np.mean(bits) / ref.NUM_PARAMETERS)
   np.testing.assert_allclose(m['distortion'], np.mean(errors) / ref.NUM_PARAMETERS, rtol=1e-6)
   np.testing.assert_allclose(m['relative_distortion'], np.mean(relative), rtol=1e-6)
@@ -128,7 +128,7 @@ def test_sum_factory_with_fixed_index_code(clients):
               for i in range(len(ref.SIZES))]
   ref.assert_result_close(output.result, expected)
   per_client = sum(4 * 7 + (7 * int(np.ceil(np.log2(n))) + 7) // 8 for n in ref.SIZES)
-  assert output.measurements['uplink_bits'] == 3 * 8 * per_client
+  assert output.measurements['uplink_bits'] == 3 * (8 * per_client + ref.SUM_MESSAGE_BITS)
 
 
 def test_bad_configuration():

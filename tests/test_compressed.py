@@ -227,13 +227,13 @@ def test_protocol_and_value_type_checks():
 SUM_FACTORIES = {
     'quantize_encode': (
         lambda: quantize_encode.QuantizeEncodeSumFactory(0.1),
-        tff.to_type(collections.OrderedDict(step_size=np.float32)),
-        ts.compressed_measurements('step_size', 'rate')),
+        tff.to_type(collections.OrderedDict(step_size=np.float32, round=np.int64)),
+        ts.compressed_measurements('step_size')),
     'quantize_encode_lagrangian': (
         lambda: quantize_encode.QuantizeEncodeSumFactory(
             step_control=step_control.Lagrangian(1e4, 0.1, num_candidates=3)),
         tff.to_type(collections.OrderedDict(step_size=np.float32, round=np.int64)),
-        ts.compressed_measurements('step_size', 'rate', 'objective', 'log_step_vote')),
+        ts.compressed_measurements('step_size', 'objective', 'vote_offset')),
     'top_k': (lambda: baselines.TopKSumFactory(0.1), ts.STATELESS,
               ts.compressed_measurements('index_bits')),
     'drive': (baselines.DriveSumFactory, ts.STATELESS, ts.compressed_measurements()),

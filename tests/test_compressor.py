@@ -38,7 +38,8 @@ def test_stateless_base_needs_encode_and_decode():
   state = identity.initial_state()
   assert state.dtype == tf.int32 and int(state) == 0
   assert identity.client_params(state) is state
-  assert identity.update_state(state, {'squared_error': 1.0}) is state
+  # The state is the round counter, broadcast as the per-round nonce.
+  assert int(identity.update_state(state, {'squared_error': 1.0})) == 1
   assert identity.diagnostic_names == ('squared_error',)
 
 
@@ -47,7 +48,22 @@ def test_client_seed_is_the_bits_of_the_float32_l1_norm():
   seed = compressor.client_seed([tf.constant(v) for v in values])
   assert seed.dtype == tf.int32
   assert int(seed) == int(np.array(4.75, np.float32).view(np.int32))
+  # Nonce 0 (the first round) leaves it unchanged.
+  assert int(compressor.client_seed([tf.constant(v) for v in values], 0)) == int(seed)
 
 
-def test_weight_bits():
+def test_client_seed_is_fresh_every_round():
+  values = [tf.constant([0.5, -1.25], tf.float32)]
+  l1_bits = int(compressor.client_seed(values))
+  seeds = [int(compressor.client_seed(values, tf.constant(t, tf.int64))) for t in range(50)]
+  assert len(set(seeds)) == 50  # Distinct in every round for the same update.
+  for t, seed in enumerate(seeds):  # L1 bits XOR the low 32 bits of t * 0x9E3779B1.
+    mixed = np.array([t * 0x9E3779B1 % 2**32], np.uint32).view(np.int32)[0]
+    assert seed == l1_bits ^ int(mixed)
+  assert int(compressor.client_seed(values, 7)) == seeds[7]  # Reproducible.
+
+
+def test_message_bits():
   assert compressor.WEIGHT_BITS == 32
+  assert compressor.CHECKSUM_BITS == 32
+  assert compressor.STATUS_BITS == 8

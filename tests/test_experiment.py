@@ -83,11 +83,33 @@ def test_cli_run_writes_all_columns(corpus, tmp_path, capfd):
   assert 'summary:' in capfd.readouterr().out
 
 
-def test_uncompressed_mean_runs(corpus, tmp_path):
-  config = _config_with(corpus, tmp_path, 'mean', rounds=2)
-  config.aggregator.method = 'mean'
-  summary = stackoverflow.run(config, progress=False)
-  assert summary['mean_bits_per_parameter'] > 32
+def test_uncompressed_mean_trains_like_near_lossless_rdq(corpus, tmp_path):
+  """TFF's uncompressed mean aggregates the same updates as rdq at a step so
+  fine that quantization is negligible: the same clients, the same losses
+  after the first aggregate, and 32 bits per value and weight against rdq's
+  fewer."""
+  mean = _config_with(corpus, tmp_path, 'mean', rounds=2)
+  mean.aggregator.method = 'mean'
+  mean_summary = stackoverflow.run(mean, progress=False)
+  fine = _config_with(corpus, tmp_path, 'fine', rounds=2)
+  fine.aggregator.step_size = 1e-7
+  fine_summary = stackoverflow.run(fine, progress=False)
+  mean_rows, fine_rows = _rows(mean.run_dir), _rows(fine.run_dir)
+  num_parameters = mean_summary['num_parameters']
+  assert num_parameters == fine_summary['num_parameters'] > 1000
+  for m, f in zip(mean_rows, fine_rows):
+    assert float(m['uplink_bytes']) == 3 * 4 * (num_parameters + 1)
+    assert 0 < float(f['distortion']) < 1e-14
+    assert float(f['bits_per_parameter']) < 32
+  # Round 1 trains from the same initial model; round 2 from the aggregate:
+  # equal round-2 losses and final evaluation mean equal aggregates.
+  assert float(mean_rows[0]['train_loss']) == pytest.approx(float(fine_rows[0]['train_loss']),
+                                                            rel=1e-6)
+  assert float(mean_rows[1]['train_loss']) == pytest.approx(float(fine_rows[1]['train_loss']),
+                                                            rel=1e-4)
+  assert mean_summary['eval_loss'] == pytest.approx(fine_summary['eval_loss'], rel=1e-4)
+  assert float(mean_rows[1]['train_loss']) != pytest.approx(float(mean_rows[0]['train_loss']),
+                                                            rel=1e-3)
 
 
 def test_bit_budget_step_control_runs(corpus, tmp_path):

@@ -31,8 +31,8 @@ def _adaptive_norm_state():
 
 # method -> (state type, measurements), written out as TFF's tests write them.
 EXPECTED = {
-    'rdq': (tff.to_type(collections.OrderedDict(step_size=_F32)),
-            ts.compressed_measurements('step_size', 'rate')),
+    'rdq': (tff.to_type(collections.OrderedDict(step_size=_F32, round=_I64)),
+            ts.compressed_measurements('step_size')),
     'mean': (tff.to_type(collections.OrderedDict(value_sum_process=(), weight_sum_process=())),
              collections.OrderedDict(mean_value=tff.StructType([]),
                                      mean_weight=tff.StructType([]))),
@@ -112,3 +112,17 @@ def test_config_choices_come_from_the_defining_modules():
       'rounding': 'dithered', 'normalization': 'max_abs', 'codec': 'rans',
       'step_control': 'global_vote'}})
   assert config.aggregator.codec == 'rans'
+
+
+def test_integrity_config_key_reaches_every_compressed_factory():
+  config = config_lib.from_dict({'aggregator': {'integrity': False}})
+  assert config.aggregator.integrity is False
+  assert config_lib.AggregatorConfig().integrity is True  # On by default.
+  for name in ('rdq', 'drive', 'qsgd', 'terngrad', 'three_lc', 'top_k', 'tff_uniform',
+               'tff_hadamard'):
+    for integrity in (True, False):
+      factory = methods.build_factory(config_lib.AggregatorConfig(
+          method=name, step_size=0.1, options=OPTIONS.get(name, {}), integrity=integrity))
+      assert factory.integrity is integrity, name
+  with pytest.raises(config_lib.ConfigError, match='aggregator.integrity'):
+    config_lib.from_dict({'aggregator': {'integrity': 'no'}})

@@ -9,7 +9,9 @@ import tensorflow_federated as tff
 
 from tff_rdq import codecs
 from tff_rdq.aggregators import compressed
+from tff_rdq.aggregators import compressor as compressor_lib
 from tff_rdq.aggregators import quantize_encode
+from tff_rdq.codecs import bitstream
 
 SHAPES = collections.OrderedDict(kernel=(40, 30), bias=(30,), scale=(3000,))
 VALUE_TYPE = tff.types.to_type(collections.OrderedDict(
@@ -17,6 +19,7 @@ VALUE_TYPE = tff.types.to_type(collections.OrderedDict(
 WEIGHT_TYPE = tff.TensorType(np.float32)
 NUM_PARAMS = sum(int(np.prod(s)) for s in SHAPES.values())
 STEP = 0.05
+MESSAGE_BITS = 8 + 32 + 32  # Status byte, checksum, weight.
 
 
 def _updates(num_clients, seed=0):
@@ -43,7 +46,7 @@ def test_weighted_mean_bits_distortion_sparsity_match_numpy(uniform_process):
   reconstructions, bits, mse, zeros = [], [], [], []
   for update in updates:
     recon = collections.OrderedDict()
-    client_bits = 32  # The weight.
+    client_bits = MESSAGE_BITS
     for k, v in update.items():
       q = np.round(v / np.float32(STEP)).astype(np.int32)
       recon[k] = q.astype(np.float32) * np.float32(STEP)
@@ -65,8 +68,9 @@ def test_weighted_mean_bits_distortion_sparsity_match_numpy(uniform_process):
   assert m['step_size'] == pytest.approx(STEP)
   assert m['step_size_std'] == pytest.approx(0.0, abs=1e-9)
   assert m['clients'] == 3 and m['dropped_clients'] == 0
-  # Side information: 32-bit step per tensor, codec header and table, weight.
-  assert 3 * (3 * 32 + 32) < m['side_info_bits'] < m['uplink_bits'] / 10
+  # Side information: 32-bit step per tensor, codec header and table,
+  # status, checksum and weight.
+  assert 3 * (3 * 32 + MESSAGE_BITS) < m['side_info_bits'] < m['uplink_bits'] / 10
 
 
 def test_nonfinite_client_is_dropped_and_counted(uniform_process):
@@ -81,8 +85,10 @@ def test_nonfinite_client_is_dropped_and_counted(uniform_process):
   assert output.measurements['clients'] == 2
   assert output.measurements['dropped_clients'] == 2
   assert output.measurements['distortion'] == pytest.approx(clean.measurements['distortion'])
-  # Dropped clients sent empty payloads: only their weights count.
-  assert output.measurements['uplink_bits'] == clean.measurements['uplink_bits'] + 64
+  # Dropped clients sent empty payloads: their status bytes, checksums and
+  # weights count.
+  assert output.measurements['uplink_bits'] == (
+      clean.measurements['uplink_bits'] + 2 * MESSAGE_BITS)
 
 
 @pytest.mark.parametrize('rounding', ['uniform', 'stochastic', 'dithered'])
@@ -96,13 +102,18 @@ def test_server_reconstructs_what_client_measured(rounding, normalization):
   mse = sum(np.sum((output.result[k] - update[0][k]).astype(np.float64) ** 2)
             for k in SHAPES) / NUM_PARAMS
   assert output.measurements['distortion'] == pytest.approx(mse, rel=1e-4)
+  # Each tensor's step: the fixed one, or 0.5 x the tensor's RMS.
+  steps = {k: np.float32(STEP) if normalization == 'none' else
+           np.float32(0.5) * np.sqrt(np.mean(np.square(update[0][k]))) for k in SHAPES}
+  bound = 1.0 if rounding == 'stochastic' else 0.5  # In steps.
+  for k in SHAPES:
+    error = np.abs(output.result[k].astype(np.float64) - update[0][k])
+    ulp = np.spacing(np.abs(output.result[k])).astype(np.float64)
+    assert np.all(error <= steps[k] * bound * (1 + 1e-5) + ulp / 2), k
   if rounding == 'dithered':
-    # Subtractive dither: error uniform in a half step.
-    step = STEP if normalization == 'none' else None
-    if step:
-      for k in SHAPES:
-        assert np.max(np.abs(output.result[k] - update[0][k])) <= step / 2 * (1 + 1e-5)
-      assert mse == pytest.approx(step**2 / 12, rel=0.1)
+    # Subtractive dither: error uniform in a half step of each tensor.
+    expected = sum(steps[k]**2 / 12 * np.prod(SHAPES[k]) for k in SHAPES) / NUM_PARAMS
+    assert mse == pytest.approx(expected, rel=0.1)
 
 
 def test_unweighted_mean_and_clipping_compose():
@@ -162,6 +173,78 @@ def test_corrupted_payload_stops_the_round_with_clear_error():
       VALUE_TYPE, WEIGHT_TYPE)
   with pytest.raises(Exception, match=compressed.CORRUPT_MESSAGE):
     process.next(process.initialize(), _updates(1), [1.0])
+
+
+def _flip_step_bit(message):
+  """In flight: flips bit 0 of byte 3 of tensor 0's payload, an exponent bit
+  of its float32 step (the step becomes 4x or 1/4 as large, still valid)."""
+  data = bitstream.string_to_bytes(message['streams'][0])
+  flipped = tf.tensor_scatter_nd_update(
+      data, [[3]], tf.bitwise.bitwise_xor(data[3:4], tf.constant([1], tf.uint8)))
+  message['streams'][0] = bitstream.bytes_to_string(flipped)
+  return message
+
+
+def test_flipped_step_header_bit_stops_the_round():
+  updates, weights = _updates(3), [1.0, 2.0, 5.0]
+
+  def corrupt_second_client(message):
+    # Only one client's message is corrupted: the one with weight 2.
+    corrupted = _flip_step_bit(collections.OrderedDict(
+        (k, list(v) if k == 'streams' else v) for k, v in message.items()))
+    second = tf.equal(message['weight'], 2.0)
+    message['streams'] = [tf.where(second, c, s) for c, s in
+                          zip(corrupted['streams'], message['streams'])]
+    return message
+
+  def process(integrity):
+    compressor = quantize_encode.QuantizeEncodeCompressor(
+        STEP, extra_bits=compressed.overhead_bits(True, integrity))
+    return compressed.CompressedMeanFactory(
+        compressor, integrity=integrity, channel=corrupt_second_client).create(
+            VALUE_TYPE, WEIGHT_TYPE)
+
+  checked = process(True)
+  with pytest.raises(Exception, match=compressed.CORRUPT_MESSAGE):
+    checked.next(checked.initialize(), updates, weights)
+  # Without the checksum the flipped step is a valid payload: the round
+  # finishes with a wrong mean (the failure the checksum exists to prevent).
+  unchecked = process(False)
+  output = unchecked.next(unchecked.initialize(), updates, weights)
+  clean = quantize_encode.QuantizeEncodeFactory(STEP).create(VALUE_TYPE, WEIGHT_TYPE)
+  expected = clean.next(clean.initialize(), updates, weights).result
+  assert not np.allclose(output.result['bias'], expected['bias'], rtol=0.05)
+  np.testing.assert_allclose(output.result['kernel'], expected['kernel'], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize('rounding', ['stochastic', 'dithered'])
+def test_noise_is_fresh_every_round_and_reproducible(rounding):
+  process = quantize_encode.QuantizeEncodeSumFactory(STEP, rounding=rounding).create(VALUE_TYPE)
+  update = _updates(1, seed=4)
+  state = process.initialize()
+  first = process.next(state, update)
+  second = process.next(first.state, update)
+  assert int(second.state['round']) == 2
+  # The same update, another round: other noise.
+  assert not np.array_equal(first.result['scale'], second.result['scale'])
+  # The same config and rounds: the same noise.
+  again = process.next(process.initialize(), update)
+  np.testing.assert_array_equal(first.result['scale'], again.result['scale'])
+  # The seed is the update's, mixed with the round's nonce (the dithered
+  # header carries it).
+  flat = [tf.constant(update[0][k].reshape(-1)) for k in sorted(SHAPES)]
+  compressor = quantize_encode.QuantizeEncodeCompressor(STEP, rounding=rounding)
+  for nonce, output in ((0, first), (1, second)):
+    streams, _ = compressor.encode(flat, collections.OrderedDict(
+        step=tf.constant(STEP, tf.float32), nonce=tf.constant(nonce, tf.int64)))
+    decoded = compressor.decode(streams, [int(np.prod(SHAPES[k])) for k in sorted(SHAPES)])
+    np.testing.assert_array_equal(decoded['values'][2], output.result['scale'].reshape(-1))
+    seed = int(compressor_lib.client_seed(flat, nonce))
+    mixed = np.array([nonce * 0x9E3779B1 % 2**32], np.uint32).view(np.int32)[0]
+    assert seed == int(compressor_lib.client_seed(flat)) ^ int(mixed)
+    if rounding == 'dithered':
+      header = bitstream.string_to_bytes(streams[0]).numpy()
+      assert int(header[4:8].view(np.int32)[0]) == seed
 
 
 def _keras_model():

@@ -16,7 +16,9 @@ VALUE_TYPE = tff.types.to_type(collections.OrderedDict(
     (k, tff.TensorType(np.float32, s)) for k, s in SHAPES.items()))
 WEIGHT_TYPE = tff.TensorType(np.float32)
 NUM_PARAMS = sum(int(np.prod(s)) for s in SHAPES.values())
-WEIGHT_BITS = 32
+# The client's status byte, checksum and weight (compressed.overhead_bits).
+MESSAGE_BITS = 8 + 32 + 32
+VOTE_BITS = 8  # Lagrangian and GlobalVote send their vote as a uint8.
 LAMBDAS = (1e4, 3e4, 3e5)
 CENTRE, SPREAD = 0.015, 2**0.5  # Lagrangian candidates 0.00375 .. 0.06
 CLIENT_SCALES = (0.008, 0.02, 0.15)
@@ -39,11 +41,11 @@ def _eg_bytes(integers):
   return int(codecs.EliasGammaCodec().coded_bits(tf.constant(integers, tf.int32))) // 8
 
 
-def _brute_force(update, steps, lam):
+def _brute_force(update, steps, lam, fixed_bits=MESSAGE_BITS + VOTE_BITS):
   """numpy: (rate, mse) of `update` at each float32 step, and the argmin."""
   rates, mses = [], []
   for step in steps:
-    bits, squared_error = WEIGHT_BITS, 0.0
+    bits, squared_error = fixed_bits, 0.0
     for v in update.values():
       v = v.reshape(-1)
       q = np.round(v / step).astype(np.int32)
@@ -112,10 +114,10 @@ def test_lagrangian_client_choice_is_brute_force_argmin(lagrangian_processes):
     m = output.measurements
     assert m['step_size'] == steps[best]  # float32 -> float64 exactly
     assert m['bits_per_parameter'] == pytest.approx(rates[best], rel=1e-12)
-    assert m['rate'] == pytest.approx(rates[best], rel=1e-12)
     assert m['distortion'] == pytest.approx(mses[best], rel=1e-6)
     assert m['objective'] == pytest.approx(rates[best] + lam * mses[best], rel=1e-6)
-    assert m['log_step_vote'] == pytest.approx(np.log(steps[best]), rel=1e-6)
+    # The vote the server read from the payload: the candidate's grid offset.
+    assert m['vote_offset'] == best - 4
     # The choice is not at the edge of the grid: a real trade-off.
     assert 0 < best < len(steps) - 1
     expected_steps.append(float(steps[best]))
@@ -156,8 +158,9 @@ def test_lagrangian_dithered_rms_server_reconstructs_what_client_measured():
             for k in SHAPES) / NUM_PARAMS
   m = output.measurements
   assert m['distortion'] == pytest.approx(mse, rel=1e-4)
-  assert m['rate'] == pytest.approx(m['bits_per_parameter'], rel=1e-12)
-  assert m['objective'] == pytest.approx(m['rate'] + 3e4 * m['distortion'], rel=1e-6)
+  # The client's own R (its real message size) is what the server measured.
+  assert m['objective'] == pytest.approx(
+      m['bits_per_parameter'] + 3e4 * m['distortion'], rel=1e-6)
   # Re-centring: the next centre is the client's chosen step.
   assert output.state['step_size'] == pytest.approx(m['step_size'], rel=1e-6)
 
@@ -177,12 +180,14 @@ def test_global_vote_recentres_beyond_the_initial_band():
     m = output.measurements
     assert m['step_size_std'] == pytest.approx(0.0, abs=1e-12)  # one step for the round
     assert m['step_size'] == pytest.approx(float(state['step_size']), rel=1e-7)
-    assert m['objective'] == pytest.approx(m['rate'] + 1e5 * m['distortion'], rel=1e-6)
-    # Re-centred on the geometric mean of the votes.
-    assert output.state['step_size'] == pytest.approx(np.exp(m['log_step_vote']), rel=1e-6)
+    assert m['objective'] == pytest.approx(
+        m['bits_per_parameter'] + 1e5 * m['distortion'], rel=1e-6)
+    # Re-centred on the geometric mean of the votes the server read.
+    vote = m['step_size'] * 2.0**m['vote_offset']
+    assert output.state['step_size'] == pytest.approx(vote, rel=1e-6)
     assert output.state['round'] == round_num + 1
     steps.append(m['step_size'])
-    votes.append(np.exp(m['log_step_vote']))
+    votes.append(vote)
     state = output.state
   # The data calls for a much smaller step: every client votes for the smallest
   # candidate until the centre gets there, moving spread**2 = 4x per round.
@@ -215,10 +220,11 @@ def test_bit_budget_meets_target_over_a_run(weighted, target, initial):
       output = process.next(state, updates)
     m = output.measurements
     assert m['step_size_std'] == pytest.approx(0.0, abs=1e-12)
-    assert m['rate'] == pytest.approx(m['bits_per_parameter'], rel=1e-12)
-    # The rate at the centre candidate is the rate sent.
-    assert m['candidate_rate_2'] == pytest.approx(m['rate'], rel=1e-12)
-    assert m['candidate_rate_0'] >= m['candidate_rate_2'] >= m['candidate_rate_4']
+    # Rates at the other candidates, relative to the rate sent: coarser
+    # steps cost fewer bits.
+    assert 'candidate_rate_delta_2' not in m
+    assert m['candidate_rate_delta_0'] > m['candidate_rate_delta_1'] > 0
+    assert 0 > m['candidate_rate_delta_3'] > m['candidate_rate_delta_4']
     bits.append(m['bits_per_parameter'])
     state = output.state
   achieved = np.mean(bits)
@@ -228,6 +234,40 @@ def test_bit_budget_meets_target_over_a_run(weighted, target, initial):
   # reaches it (the last 10 rounds are within 15 %).
   assert abs(bits[0] / target - 1) > 0.3
   assert np.mean(bits[-10:]) == pytest.approx(target, rel=0.15)
+
+
+def test_bit_budget_payload_fields_are_exact_byte_differences():
+  """Each client sends, per other candidate, its payload's byte difference
+  (int32, counted); the server's curve is its measured rate plus their mean."""
+  control = sc.BitBudget(1.0, 0.05)
+  process = quantize_encode.QuantizeEncodeFactory(step_control=control).create(
+      VALUE_TYPE, WEIGHT_TYPE)
+  updates = [_update(0.05, seed=21), _update(0.08, seed=22)]
+  output = process.next(process.initialize(), updates, [1.0, 3.0])
+  m = output.measurements
+  steps = control.candidate_steps(0.05)
+  fields_bits = 4 * 32  # Four int32 byte differences.
+  rates = [_brute_force(u, steps, 0.0, MESSAGE_BITS + fields_bits)[0] for u in updates]
+  # Sent at the centre: what the server measured.
+  assert m['bits_per_parameter'] == pytest.approx(np.mean([r[2] for r in rates]), rel=1e-12)
+  assert m['uplink_bits'] == round(sum(r[2] for r in rates) * NUM_PARAMS)
+  for k in (0, 1, 3, 4):
+    deltas = [r[k] - r[2] for r in rates]
+    assert m[f'candidate_rate_delta_{k}'] == pytest.approx(np.mean(deltas), rel=1e-9)
+    assert m[f'candidate_rate_delta_{k}_std'] == pytest.approx(np.std(deltas), rel=1e-6, abs=1e-9)
+  # The next step follows from the server's numbers alone: the curve through
+  # the measured rate, from the state and these measurements.
+  curve = [m['bits_per_parameter'] + (m[f'candidate_rate_delta_{k}'] if k != 2 else 0.0)
+           for k in range(5)]
+  debt = m['bits_per_parameter'] - 1.0
+  assert output.state['rate_debt'] == pytest.approx(debt, rel=1e-12)
+  desired = float(np.clip(1.0 - debt / 2, 0.25, 4.0))
+  expected = np.exp(sc.rate_curve_step(
+      tf.constant(np.log(np.float64(np.float32(0.05))) + np.log(2.0) * np.arange(-2, 3),
+                  tf.float64),
+      [tf.constant(r, tf.float64) for r in curve], tf.constant(desired, tf.float64),
+      np.log(2.0)).numpy())
+  assert output.state['step_size'] == pytest.approx(expected, rel=1e-6)
 
 
 # ---------------------------------------------------------------- schedules
@@ -249,8 +289,7 @@ def test_schedule_step_is_the_closed_form(schedule):
     assert m['step_size'] == pytest.approx(expected, rel=1e-6)
     assert m['step_size'] == schedule.step_at(t)
     assert state['round'] == t
-    assert m['rate'] == pytest.approx(m['bits_per_parameter'], rel=1e-12)
-    assert 'objective' not in m
+    assert 'objective' not in m and 'vote_offset' not in m
     step = np.float32(m['step_size'])
     for k in SHAPES:
       np.testing.assert_allclose(
@@ -262,7 +301,8 @@ def test_plain_step_size_is_fixed_control():
   factory = quantize_encode.QuantizeEncodeFactory(0.05)
   control = factory.compressor.step_control
   assert isinstance(control, sc.Fixed) and control.step == 0.05
-  assert factory.compressor.diagnostic_names == ('squared_error', 'step_size', 'rate')
+  assert factory.compressor.diagnostic_names == ('squared_error', 'step_size')
+  assert factory.compressor.payload_names == ()
   explicit = quantize_encode.QuantizeEncodeFactory(step_control=sc.Fixed(0.05))
   flat = [tf.constant(v.reshape(-1)) for v in _update(0.05, seed=1).values()]
   a, da = factory.compressor.encode(flat, tf.constant(0.05, tf.float32))

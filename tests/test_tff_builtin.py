@@ -17,6 +17,7 @@ from tensorflow_model_optimization.python.core.internal import tensor_encoding a
 from tensorflow_model_optimization.python.core.internal.tensor_encoding.stages import stages_impl
 
 from tff_rdq.baselines import tff_builtin
+from tff_rdq.codecs import bitstream
 
 # One tensor above the quantization threshold, one below.
 THRESHOLD = 1000
@@ -26,6 +27,8 @@ VALUE_TYPE = tff.types.to_type(collections.OrderedDict(
 WEIGHT_TYPE = tff.TensorType(np.float32)
 NUM_PARAMS = 3400
 WEIGHTS = [3.0, 1.0, 2.0]
+# Per client besides its streams (`compressed`): status byte, checksum, weight.
+MESSAGE_BITS = 8 + 32 + 32
 
 
 def _updates(num_clients=3, seed=0, shapes=SHAPES, scale=1.0):
@@ -100,11 +103,11 @@ def test_uniform_matches_tff_and_counts_packed_bits():
   _assert_close(ours.result, theirs.result, atol=1e-5)
 
   # Closed form: packed int32 words + float32 [min, max] above the threshold,
-  # float32 values below, 32 bits of weight.
-  client_bits = (_packed_bits(3000, 8) + 64) + 32 * 400 + 32
+  # float32 values below, the message bits (status, checksum, weight).
+  client_bits = (_packed_bits(3000, 8) + 64) + 32 * 400 + MESSAGE_BITS
   m = ours.measurements
   assert m['uplink_bits'] == 3 * client_bits
-  assert m['side_info_bits'] == 3 * (64 + 32)
+  assert m['side_info_bits'] == 3 * (64 + MESSAGE_BITS)
   assert m['bits_per_parameter'] == pytest.approx(client_bits / NUM_PARAMS)
   assert m['clients'] == 3 and m['dropped_clients'] == 0
   # Distortion: deterministic min/max rounding of the kernel, reproduced in numpy.
@@ -134,11 +137,11 @@ def test_hadamard_quantization_bits_and_error_match_tff():
   updates, rounds = _updates(), 4
   ours = _run(tff_builtin.EncodedHadamardFactory(4, THRESHOLD), updates, rounds=rounds)
   # 16-byte rotation seed + packed 4-bit values of the 4096 padded coordinates
-  # + [min, max] above the threshold; float32 values below; the weight.
-  client_bits = (128 + _packed_bits(4096, 4) + 64) + 32 * 400 + 32
+  # + [min, max] above the threshold; float32 values below; the message bits.
+  client_bits = (128 + _packed_bits(4096, 4) + 64) + 32 * 400 + MESSAGE_BITS
   m = ours[0].measurements
   assert m['uplink_bits'] == 3 * client_bits
-  assert m['side_info_bits'] == 3 * (128 + 64 + 32)
+  assert m['side_info_bits'] == 3 * (128 + 64 + MESSAGE_BITS)
   assert m['bits_per_parameter'] == pytest.approx(client_bits / NUM_PARAMS)
   # Stochastic rounding and random rotations: the same error as TFF's own
   # EncodedSumFactory with te.encoders.hadamard_quantization, in distribution
@@ -186,11 +189,12 @@ def test_discretization_matches_tff_over_rounds():
     _assert_close(o.result, t.result, atol=1e-5)
   assert np.abs(ours[0].result['kernel'] - ours[1].result['kernel']).max() > 0
 
-  # Seed + b-bit integers of the padded rotated vector, per tensor; the weight.
-  client_bits = (128 + 8 * 4096) + (128 + 8 * 512) + 32
+  # Seed + b-bit integers of the padded rotated vector, per tensor; the
+  # message bits.
+  client_bits = (128 + 8 * 4096) + (128 + 8 * 512) + MESSAGE_BITS
   m = ours[0].measurements
   assert m['uplink_bits'] == 3 * client_bits
-  assert m['side_info_bits'] == 3 * (2 * 128 + 32)
+  assert m['side_info_bits'] == 3 * (2 * 128 + MESSAGE_BITS)
   assert m['bits_per_parameter'] == pytest.approx(client_bits / NUM_PARAMS)
   assert m['wrapped_fraction'] == 0.0
   # Deterministic rounding after an orthonormal rotation: error <= 1/(2 scale).
@@ -216,7 +220,7 @@ def test_measured_compression_aggregator_equals_tff_compression_aggregator():
     assert m['clipped_count'] == tm['zeroing']['clipped_count']
   m = ours[0].measurements
   assert m['zeroed_count'] == 1 and m['clipped_count'] >= 1
-  client_bits = (_packed_bits(25000, 8) + 64) + 32 * 100 + 32
+  client_bits = (_packed_bits(25000, 8) + 64) + 32 * 100 + MESSAGE_BITS
   assert m['uplink_bits'] == 3 * client_bits
   assert m['bits_per_parameter'] == pytest.approx(client_bits / 25100)
   assert m['sparsity'] == pytest.approx(1 / 3)  # The zeroed client.
@@ -232,8 +236,8 @@ def test_registry_builds_weighted_factories_with_flat_measurements():
   output, = _run(factory, _updates(scale=0.05))
   m = output.measurements
   assert m['clipped_count'] == 0 and m['wrapped_fraction'] == 0.0
-  assert m['bits_per_parameter'] == pytest.approx((128 + 8 * 4096 + 128 + 8 * 512 + 32)
-                                                  / NUM_PARAMS)
+  assert m['bits_per_parameter'] == pytest.approx(
+      (128 + 8 * 4096 + 128 + 8 * 512 + MESSAGE_BITS) / NUM_PARAMS)
   assert 0 < m['distortion'] < 1e-3
 
 
@@ -287,3 +291,46 @@ def test_private_tff_symbols_are_pinned_to_the_installed_version():
       assert 'tensorflow_federated.python' not in text, path.name
       assert 'tensorflow_model_optimization' not in text, path.name
     assert 'os.environ' not in text, path.name
+
+
+def _min_max_offset(compressor, size):
+  """Byte offset of the float32 [min, max] pair in a uniform-quantized stream."""
+  layout = compressor.layout(size)
+  offset = layout.param_bytes
+  for key, spec in layout.encoded_specs.items():
+    if not key.endswith('_values'):
+      return offset
+    offset += spec.shape.num_elements() * spec.dtype.size
+  raise AssertionError('no min/max pair')
+
+
+NAN_BYTES = np.array([0, 0, 0xC0, 0x7F], np.uint8)  # float32 NaN, little-endian.
+
+
+def test_non_finite_decoded_values_are_corrupt():
+  compressor = tff_builtin.TensorEncodingCompressor(tff_builtin.uniform_encoder_fn(4, THRESHOLD))
+  compressor.prepare(VALUE_TYPE)
+  flat = [tf.reshape(tf.constant(v), [-1]) for v in tf.nest.flatten(_updates(1)[0])]
+  sizes = [int(v.shape[0]) for v in flat]  # bias (400), kernel (3000)
+  streams, _ = compressor.encode(flat, compressor.client_params(compressor.initial_state()))
+  offset = _min_max_offset(compressor, 3000)
+  for pair in ([np.nan, 1.0], [-np.inf, 1.0], [0.0, np.inf]):
+    data = np.frombuffer(streams[1].numpy(), np.uint8).copy()
+    data[offset:offset + 8] = np.array(pair, np.float32).view(np.uint8)
+    decoded = compressor.decode([streams[0], tf.constant(data.tobytes())], sizes)
+    assert not bool(decoded['ok']), pair
+
+  # In a round, without the checksum (which would catch it first): a NaN min
+  # in flight stops the round instead of reaching the sum.
+  def nan_min(message):
+    data = bitstream.string_to_bytes(message['streams'][1])
+    data = tf.concat([data[:offset], tf.constant(NAN_BYTES), data[offset + 4:]], 0)
+    message['streams'][1] = bitstream.bytes_to_string(data)
+    return message
+
+  factory = tff_builtin.MeasuredEncodedMeanFactory(
+      tff_builtin.uniform_encoder_fn(4, THRESHOLD), integrity=False)
+  factory._channel = nan_min
+  process = factory.create(VALUE_TYPE, WEIGHT_TYPE)
+  with pytest.raises(Exception, match='truncated or corrupted'):
+    process.next(process.initialize(), _updates(), WEIGHTS)

@@ -18,6 +18,10 @@ ops only: they run inside TFF's C++ worker):
     beside the payload, uncounted: nothing the server acts on may be one.
   `payload_names` (optional, default none): the keys of `decode`'s
     `payload_values`, in order.
+  `counts_bits` (optional, default False): True for a simulation stand-in
+    instead of real bytes (our method's `transport="count"`): `decode` then
+    also returns `stream_bits`, the exact int64 bits the real streams would
+    have, which `compressed` counts instead of 8 x the strings' bytes.
   `initial_state()`: the server state (a structure of tensors).
   `client_params(state)`: what is broadcast to the clients each round.
   `encode(flat_values, params)`: the client's float32 vectors (one per

@@ -43,6 +43,22 @@ on the clients' votes) or `BitBudget` (steered to a mean bits-per-parameter
 target). That module's doc says exactly what each computes; the state is the
 control's.
 
+Transport: `transport="bytes"` (the default) sends the payload above, and
+every counted bit is a byte that was sent. `transport="count"` (Elias-gamma
+only) is a **simulation shortcut with no wire format**, for sweeps: the
+client does not encode; it computes its integers' exact coded length in
+closed form (`codecs.EliasGammaCodec.coded_bits`, the step control's), and
+sends a stand-in: the same header and step-control bytes, the codec's bits
+and side-information bits (two int64) and the integers themselves
+(`tf.io.serialize_tensor`). The server reconstructs from those integers and
+counts the stated bits instead of the stand-in's bytes (`compressed`'s
+`counts_bits`; the status, checksum and weight bits are counted as usual,
+but the checksum is not computed over the stand-in). Every reported figure
+(`uplink_bits`, `side_info_bits`, `bits_per_parameter`, `distortion`,
+`sparsity`, the step control's values) and the result are identical to
+`bytes`; nothing is actually coded, so use `bytes` for anything that claims
+a deployable format.
+
 Besides the common measurements of `compressed`, they report `step_size` and
 `step_size_std` (the clients' un-normalized step sizes), `objective` (with a
 Lagrange multiplier) and the step control's payload values (`vote_offset`,
@@ -63,13 +79,30 @@ from tff_rdq.quantizers import uniform
 
 _STEP_BYTES = 4
 _SEED_BYTES = 4
+# `transport="count"`: the codec's bits and side-information bits, two int64.
+_COUNT_BYTES = 16
+# Integers below this magnitude convert to float32 exactly.
+_EXACT_FLOAT32_INT = 2**24
+TRANSPORTS = ('bytes', 'count')
+
+
+def check_transport(transport: str, codec) -> str:
+  """`transport`, checked against `TRANSPORTS` and the codec (module doc)."""
+  validation.check_choice('transport', transport, TRANSPORTS)
+  if transport == 'count' and not (
+      isinstance(codec, codecs.EliasGammaCodec) and codecs.has_closed_form(codec)):
+    raise ValueError(
+        "transport='count' needs a codec with a closed-form coded length "
+        f"(codecs.has_closed_form: elias_gamma); codec {codec.name!r} has none. "
+        "Use transport='bytes' with this codec.")
+  return transport
 
 
 class QuantizeEncodeCompressor(compressor_lib.Compressor):
   """Quantize with a step size, then code the integers (see module doc)."""
 
   def __init__(self, step_size=None, *, rounding='uniform', normalization='none',
-               codec='elias_gamma', step_control=None, extra_bits=0):
+               codec='elias_gamma', step_control=None, extra_bits=0, transport='bytes'):
     """Initializes the compressor.
 
     Args:
@@ -82,6 +115,8 @@ class QuantizeEncodeCompressor(compressor_lib.Compressor):
       extra_bits: Bits of the client's message outside the streams
         (`compressed.overhead_bits`: status, checksum, weight), part of the
         rate `R` that the client's step search and `objective` use.
+      transport: `bytes` (real payloads) or `count` (closed-form bit counts
+        and a simulation stand-in, Elias-gamma only; module doc).
     """
     self.step_control = step_control_lib.as_step_control(step_size, step_control)
     self.step_size = self.step_control.initial_step
@@ -89,6 +124,9 @@ class QuantizeEncodeCompressor(compressor_lib.Compressor):
     self.normalization = uniform.check_normalization(normalization)
     self.codec = codecs.get_codec(codec)
     self.extra_bits = validation.check_int('extra_bits', extra_bits, low=0)
+    self.transport = check_transport(transport, self.codec)
+    # `compressed` counts the bits that `decode` states (`stream_bits`).
+    self.counts_bits = self.transport == 'count'
     names = ['squared_error', 'step_size']
     if self.step_control.lam is not None:
       names.append('objective')
@@ -98,7 +136,7 @@ class QuantizeEncodeCompressor(compressor_lib.Compressor):
   def __repr__(self):
     return (f'QuantizeEncodeCompressor(step_control={self.step_control!r}, rounding='
             f'{self.rounding!r}, normalization={self.normalization!r}, '
-            f'codec={self.codec.name!r})')
+            f'codec={self.codec.name!r}, transport={self.transport!r})')
 
   @property
   def header_size(self) -> int:
@@ -127,8 +165,51 @@ class QuantizeEncodeCompressor(compressor_lib.Compressor):
     return self.step_control.update_state(state, diagnostic_means)
 
   def payload(self, integers):
-    """The codec's part of one tensor's payload (`uint8` bytes)."""
+    """The codec's part of one tensor's payload: its `uint8` bytes, or with
+    `transport="count"` `OrderedDict(bits, side_bits, integers)` (`count_bits`)."""
+    if self.counts_bits:
+      bits, side_bits = self.count_bits(integers)
+      return collections.OrderedDict(bits=bits, side_bits=side_bits, integers=integers)
     return self.codec.encode_to_bytes(integers)
+
+  def count_bits(self, integers):
+    """`(bits, side_bits)` of the Elias-gamma bytes of `integers` `[..., n]`, in closed form.
+
+    `bits == 8 * len(encode_to_bytes(v))` and `side_bits == side_info_bits`
+    of those bytes, for every vector `v` on the last axis (int64 `[...]`),
+    from the codec's `coded_bits` of each block alone: a single block of `b`
+    bytes costs `8 * (1 + ceil(bitlen(b) / 8) + b)` bits (a header of one
+    width byte and its `bitlen(b)`-bit length), which gives `b`; the blocked
+    format's header is `1 + ceil(m * bitlen(max b) / 8)` bytes for `m` blocks.
+    """
+    n = int(integers.shape[-1])
+    batch_shape = tf.shape(integers, out_type=tf.int64)[:-1]
+    if n == 0:  # One width byte (0), no blocks.
+      eight = tf.fill(batch_shape, tf.constant(8, tf.int64))
+      return eight, eight
+    block = self.codec.block_size
+    full, num_blocks = n // block, -(-n // block)
+    # A vector is sliced along its only axis (no copy), a batch row-wise.
+    rows = integers if integers.shape.rank == 1 else tf.reshape(integers, [-1, n])
+    def columns(start, stop):
+      if rows.shape.rank == 1:
+        return tf.reshape(rows[start:stop], [1, -1])
+      return rows[:, start:stop] if (start, stop) != (0, n) else rows
+    parts = []
+    if full:
+      blocks = tf.reshape(columns(0, full * block), [-1, block])
+      parts.append(tf.reshape(self.codec.coded_bits(blocks), [-1, full]))
+    if full < num_blocks:
+      parts.append(tf.reshape(self.codec.coded_bits(columns(full * block, n)), [-1, 1]))
+    single = (tf.concat(parts, 1) if len(parts) > 1 else parts[0]) // 8
+    # Every block has at least one byte; the width field takes 1, 2, 3 or 4 bytes.
+    width_bytes = tf.where(single <= 2**8 + 1, 1, tf.where(
+        single <= 2**16 + 2, 2, tf.where(single <= 2**24 + 3, 3, 4)))
+    block_bytes = single - 1 - tf.cast(width_bytes, tf.int64)
+    width = bitstream.bit_length(tf.reduce_max(block_bytes, axis=1))
+    header = 1 + (num_blocks * width + 7) // 8
+    bits = 8 * (header + tf.reduce_sum(block_bytes, axis=1))
+    return tf.reshape(bits, batch_shape), tf.reshape(8 * header, batch_shape)
 
   def stream(self, tensor_step, seed, payload, fields=None):
     """One tensor's `tf.string`: the header (module doc), the step control's
@@ -138,16 +219,22 @@ class QuantizeEncodeCompressor(compressor_lib.Compressor):
       parts.append(bitstream.scalar_bytes(seed))
     if fields is not None:
       parts.append(self.step_control.pack_payload(fields))
+    if self.counts_bits:  # The stand-in (module doc).
+      parts.append(bitstream.scalar_bytes(tf.stack([payload['bits'], payload['side_bits']])))
+      return tf.strings.join([bitstream.bytes_to_string(tf.concat(parts, 0)),
+                              tf.io.serialize_tensor(payload['integers'])])
     parts.append(payload)
     return bitstream.bytes_to_string(tf.concat(parts, 0))
 
   def rate(self, flat_values, streams, payloads):
     """The client's bits per parameter `R` (float64), for `objective`."""
-    del payloads
     num_parameters = sum(int(v.shape[0]) for v in flat_values)
-    num_bytes = tf.add_n([tf.strings.length(s, unit='BYTE') for s in streams])
-    return (tf.cast(8 * tf.cast(num_bytes, tf.int64) + self.extra_bits, tf.float64)
-            / max(num_parameters, 1))
+    if self.counts_bits:
+      bits = tf.add_n([8 * self.header_bytes(i) + p['bits'] for i, p in enumerate(payloads)])
+    else:
+      num_bytes = tf.add_n([tf.strings.length(s, unit='BYTE') for s in streams])
+      bits = 8 * tf.cast(num_bytes, tf.int64)
+    return tf.cast(bits + self.extra_bits, tf.float64) / max(num_parameters, 1)
 
   def squared_error(self, flat_values, tensors):
     """The float64 sum of squared reconstruction errors over all tensors.
@@ -156,11 +243,27 @@ class QuantizeEncodeCompressor(compressor_lib.Compressor):
     """
     squared_error = tf.constant(0.0, tf.float64)
     for values, (tensor_step, tensor_seed, integers) in zip(flat_values, tensors):
-      reconstruction = uniform.dequantize(
-          integers, tensor_step, self.rounding, tensor_seed)
-      squared_error += tf.reduce_sum(
-          tf.square(tf.cast(reconstruction - values, tf.float64)))
+      reconstruction = self.reconstruct(integers, tensor_step, tensor_seed)
+      squared_error += compressed.sum_float64(
+          tf.math.squared_difference(reconstruction, values))
     return squared_error
+
+  def reconstruct(self, integers, tensor_step, tensor_seed):
+    """The server's float32 reconstruction, `uniform.dequantize`'s bit for bit.
+
+    Without dither and for `|integers| < 2**24`, the float32 product
+    `float32(integers) * step` is exactly `dequantize`'s float64 product
+    rounded to float32 (float64 holds the product of two 24-bit significands
+    exactly, so both round the exact product once); it costs a float32 pass
+    instead of float64 ones. Otherwise `uniform.dequantize` itself.
+    """
+    def exact():
+      return uniform.dequantize(integers, tensor_step, self.rounding, tensor_seed)
+
+    if self.rounding == 'dithered':
+      return exact()
+    small = tf.reduce_max(tf.abs(integers)) < _EXACT_FLOAT32_INT
+    return tf.cond(small, lambda: tf.cast(integers, tf.float32) * tensor_step, exact)
 
   def _finish(self, flat_values, streams, payloads, squared_error, step, extra):
     """The diagnostics of the streams sent, `extra` (the control's) appended."""
@@ -230,12 +333,16 @@ class QuantizeEncodeCompressor(compressor_lib.Compressor):
       for k in range(num_candidates):
         tensor_step = uniform.normalized_step(values, steps[k], self.normalization)
         q = uniform.quantize(values, tensor_step, self.rounding, tensor_seed)
-        reconstruction = uniform.dequantize(q, tensor_step, self.rounding, tensor_seed)
-        errors.append(tf.reduce_sum(tf.square(tf.cast(reconstruction - values, tf.float64))))
+        reconstruction = self.reconstruct(q, tensor_step, tensor_seed)
+        errors.append(compressed.sum_float64(tf.math.squared_difference(reconstruction, values)))
         tensor_steps.append(tensor_step)
         integers.append(q)
       integers = tf.stack(integers)
-      if closed_form:
+      side_bits = None
+      if self.counts_bits:
+        codec_bits, side_bits = self.count_bits(integers)
+        encoded = None
+      elif closed_form:
         codec_bits = self.codec.coded_bits(integers)
         encoded = None
       else:
@@ -245,20 +352,25 @@ class QuantizeEncodeCompressor(compressor_lib.Compressor):
             tf.stack([tf.strings.length(e, unit='BYTE') for e in encoded]), tf.int64)
       bits += codec_bits + 8 * self.header_size
       squared_errors += tf.stack(errors)
-      per_tensor.append((tf.stack(tensor_steps), integers, encoded))
+      per_tensor.append((tf.stack(tensor_steps), integers, encoded, codec_bits, side_bits))
     rates = tf.cast(bits, tf.float64) / max(num_parameters, 1)
     mse = squared_errors / max(num_parameters, 1)
     chosen, fields = control.client_decision(tf.cast(steps, tf.float64), rates, mse, bits)
-    streams = []
-    for i, (tensor_steps, integers, encoded) in enumerate(per_tensor):
+    streams, payloads = [], []
+    for i, (tensor_steps, integers, encoded, codec_bits, side_bits) in enumerate(per_tensor):
       tensor_step = tf.gather(tensor_steps, chosen)
-      if encoded is None:
-        codec_bytes = self.codec.encode_to_bytes(tf.gather(integers, chosen))
+      if self.counts_bits:
+        payload = collections.OrderedDict(
+            bits=tf.gather(codec_bits, chosen), side_bits=tf.gather(side_bits, chosen),
+            integers=tf.gather(integers, chosen))
+      elif encoded is None:
+        payload = self.codec.encode_to_bytes(tf.gather(integers, chosen))
       else:
-        codec_bytes = bitstream.string_to_bytes(tf.gather(tf.stack(encoded), chosen))
-      streams.append(self.stream(tensor_step, seed, codec_bytes,
+        payload = bitstream.string_to_bytes(tf.gather(tf.stack(encoded), chosen))
+      payloads.append(payload)
+      streams.append(self.stream(tensor_step, seed, payload,
                                  fields if i == 0 and control.payload_fields else None))
-    return self._finish(flat_values, streams, None, tf.gather(squared_errors, chosen),
+    return self._finish(flat_values, streams, payloads, tf.gather(squared_errors, chosen),
                         tf.gather(steps, chosen), collections.OrderedDict())
 
   def read_payload(self, stream, size: int, index: int):
@@ -272,6 +384,8 @@ class QuantizeEncodeCompressor(compressor_lib.Compressor):
       fields (tensor 0; empty otherwise), whether the payload decoded exactly
       and the int64 side information bits (header, fields and codec tables).
     """
+    if self.counts_bits:
+      return self._read_stand_in(stream, size, index)
     header = self.header_bytes(index)
     data = bitstream.string_to_bytes(stream)
     # Zero padding keeps the fixed-size header reads in bounds for any input.
@@ -290,10 +404,42 @@ class QuantizeEncodeCompressor(compressor_lib.Compressor):
         ok=decoded_ok & (tf.size(data) > header) & step_ok,
         side_info_bits=8 * header + tf.cast(self.codec.side_info_bits(body, size), tf.int64))
 
+  def _read_stand_in(self, stream, size: int, index: int):
+    """`read_payload` of a `transport="count"` stand-in (module doc), plus
+    `stream_bits`: the bits that the real payload would have (0 if empty).
+
+    A simulation: a stand-in whose integers do not parse stops the round with
+    TensorFlow's parsing error rather than `ok=False`.
+    """
+    header = self.header_bytes(index)
+    head_size = header + _COUNT_BYTES
+    length = tf.strings.length(stream, unit='BYTE')
+    head = bitstream.string_to_bytes(tf.strings.substr(stream, 0, tf.minimum(length, head_size)))
+    padded = tf.concat([head, tf.zeros([head_size + _SEED_BYTES], tf.uint8)], 0)
+    step = tf.bitcast(padded[:_STEP_BYTES], tf.float32)
+    seed = tf.bitcast(padded[_STEP_BYTES:_STEP_BYTES + _SEED_BYTES], tf.int32)
+    counts = tf.bitcast(tf.reshape(padded[header:head_size], [2, 8]), tf.int64)
+    has_body = length > head_size
+    integers = tf.cond(
+        has_body,
+        lambda: tf.reshape(tf.io.parse_tensor(
+            tf.strings.substr(stream, head_size, length - head_size), tf.int32), [size]),
+        lambda: tf.zeros([size], tf.int32))
+    step_ok = tf.math.is_finite(step) & (step > 0)
+    return collections.OrderedDict(
+        integers=integers,
+        step=tf.where(step_ok, step, 1.0),
+        tensor_seed=tf.stack([seed, tf.constant(index, tf.int32)]),
+        fields=padded[self.header_size:header],
+        ok=has_body & step_ok,
+        side_info_bits=8 * header + counts[1],
+        stream_bits=tf.where(length > 0, 8 * header + counts[0], 0))
+
   def decode(self, streams, sizes):
+    """The protocol's decode; with `transport="count"` also `stream_bits`."""
     ok = tf.constant(True)
     values, zeros = [], tf.constant(0, tf.int64)
-    side_bits = tf.constant(0, tf.int64)
+    side_bits = stream_bits = tf.constant(0, tf.int64)
     payload_values = collections.OrderedDict()
     for i, (stream, size) in enumerate(zip(streams, sizes)):
       payload = self.read_payload(stream, size, i)
@@ -302,13 +448,20 @@ class QuantizeEncodeCompressor(compressor_lib.Compressor):
         payload_values, fields_ok = self.step_control.read_payload(
             payload['fields'], sum(sizes))
         ok &= fields_ok
-      values.append(uniform.dequantize(
-          payload['integers'], payload['step'], self.rounding, payload['tensor_seed']))
-      zeros += tf.reduce_sum(tf.cast(tf.equal(payload['integers'], 0), tf.int64))
+      values.append(self.reconstruct(
+          payload['integers'], payload['step'], payload['tensor_seed']))
+      # An int32 count (a tensor has fewer than 2**31 elements) halves the pass.
+      zeros += tf.cast(tf.reduce_sum(tf.cast(tf.equal(payload['integers'], 0), tf.int32)),
+                       tf.int64)
       side_bits += payload['side_info_bits']
-    return collections.OrderedDict(
+      if self.counts_bits:
+        stream_bits += payload['stream_bits']
+    decoded = collections.OrderedDict(
         values=values, ok=ok, side_info_bits=side_bits, zeros=zeros,
         payload_values=payload_values)
+    if self.counts_bits:
+      decoded['stream_bits'] = stream_bits
+    return decoded
 
 
 class QuantizeEncodeFactory(compressed.CompressedMeanFactory):
@@ -316,7 +469,7 @@ class QuantizeEncodeFactory(compressed.CompressedMeanFactory):
 
   def __init__(self, step_size: float | None = None, *, rounding: str = 'uniform',
                normalization: str = 'none', codec='elias_gamma', step_control=None,
-               integrity: bool = True):
+               integrity: bool = True, transport: str = 'bytes'):
     """Initializes the factory.
 
     Args:
@@ -331,11 +484,15 @@ class QuantizeEncodeFactory(compressed.CompressedMeanFactory):
       integrity: Send and verify a 32-bit checksum of each client's message
         (`compressed`'s module doc). Turn it off only over a transport that
         already guarantees integrity.
+      transport: `bytes` (the default: real payloads) or `count` (Elias-gamma
+        only: exact closed-form bit counts, a simulation shortcut with no wire
+        format; module doc). Every reported figure is the same.
     """
     super().__init__(QuantizeEncodeCompressor(
         step_size, rounding=rounding, normalization=normalization, codec=codec,
         step_control=step_control,
-        extra_bits=compressed.overhead_bits(weighted=True, integrity=integrity)),
+        extra_bits=compressed.overhead_bits(weighted=True, integrity=integrity),
+        transport=transport),
         integrity=integrity)
 
 
@@ -344,10 +501,11 @@ class QuantizeEncodeSumFactory(compressed.CompressedSumFactory):
 
   def __init__(self, step_size: float | None = None, *, rounding: str = 'uniform',
                normalization: str = 'none', codec='elias_gamma', step_control=None,
-               integrity: bool = True):
+               integrity: bool = True, transport: str = 'bytes'):
     """Initializes the factory; arguments as for `QuantizeEncodeFactory`."""
     super().__init__(QuantizeEncodeCompressor(
         step_size, rounding=rounding, normalization=normalization, codec=codec,
         step_control=step_control,
-        extra_bits=compressed.overhead_bits(weighted=False, integrity=integrity)),
+        extra_bits=compressed.overhead_bits(weighted=False, integrity=integrity),
+        transport=transport),
         integrity=integrity)

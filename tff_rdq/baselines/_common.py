@@ -93,11 +93,13 @@ def squared_error(values: tf.Tensor, reconstruction: tf.Tensor) -> tf.Tensor:
                                  - tf.cast(values, tf.float64)))
 
 
-def encode_tensors(flat_values, encode_tensor):
+def encode_tensors(flat_values, encode_tensor, nonce=None):
   """The per-tensor loop of a compressor's `encode`.
 
   Args:
     flat_values: The client's float32 vectors.
+    nonce: The round's nonce (a `StatelessCompressor`'s `params`), mixed into
+      the client seed so that random choices are fresh every round.
     encode_tensor: `(values, tensor_seed) -> (parts, reconstruction)`, where
       `tensor_seed` is `[client_seed, i]` for tensor `i` (`client_seed` from
       `compressor.client_seed`; `tensor_seed[0]` is what a server needing
@@ -108,7 +110,7 @@ def encode_tensors(flat_values, encode_tensor):
     `(streams, squared_error)`: one scalar `tf.string` per tensor and the
     float64 sum of squared reconstruction errors.
   """
-  seed = compressor.client_seed(flat_values)
+  seed = compressor.client_seed(flat_values, nonce)
   streams, total_error = [], tf.constant(0.0, tf.float64)
   for i, values in enumerate(flat_values):
     parts, reconstruction = encode_tensor(values, tf.stack([seed, tf.constant(i, tf.int32)]))

@@ -26,7 +26,9 @@ Payload of one tensor (all counted as uplink bits):
   bytes 0-3    S, float32 little-endian
   bytes 4-7    the client's seed, int32 little-endian (the signs of tensor i
                use the stateless seed [seed, i]); `client_seed` of
-               `tff_rdq.aggregators.compressor`, derived from the update
+               `tff_rdq.aggregators.compressor`, derived from the update and
+               the round's nonce (the round counter of the state), so the
+               rotation is fresh every round
   then         ceil(d / 8) bytes: bit j (LSB-first) = 1 iff y_j >= 0, for
                all d rotated coordinates, padded ones included
 
@@ -103,7 +105,7 @@ class DriveCompressor(compressor.StatelessCompressor):
     return f'DriveCompressor(scale={self.scale!r})'
 
   def encode(self, flat_values, params):
-    del params  # Stateless.
+    # `params`: the round's nonce (`StatelessCompressor`), mixed into the seed.
 
     def encode_tensor(values, tensor_seed):
       n = int(values.shape[0])
@@ -120,7 +122,7 @@ class DriveCompressor(compressor.StatelessCompressor):
                _common.pack_fields(tf.cast(positive, tf.int64), 1)]
       return parts, reconstruction
 
-    streams, total_error = _common.encode_tensors(flat_values, encode_tensor)
+    streams, total_error = _common.encode_tensors(flat_values, encode_tensor, params)
     return streams, collections.OrderedDict(squared_error=total_error)
 
   def decode(self, streams, sizes):
@@ -150,18 +152,21 @@ class DriveCompressor(compressor.StatelessCompressor):
 class DriveFactory(compressed.CompressedMeanFactory):
   """Weighted mean of DRIVE-compressed client updates (see module doc)."""
 
-  def __init__(self, scale: str = 'unbiased'):
+  def __init__(self, scale: str = 'unbiased', *, integrity: bool = True):
     """Initializes the factory.
 
     Args:
       scale: `unbiased` (S = ||x||^2 / ||Rx||_1) or `mse` (S = ||Rx||_1 / d).
+      integrity: Send and verify the 32-bit checksum of each client's message
+        (`tff_rdq.aggregators.compressed`); off only over a transport that
+        already guarantees integrity.
     """
-    super().__init__(DriveCompressor(scale))
+    super().__init__(DriveCompressor(scale), integrity=integrity)
 
 
 class DriveSumFactory(compressed.CompressedSumFactory):
   """Sum of DRIVE-compressed client updates (see module doc)."""
 
-  def __init__(self, scale: str = 'unbiased'):
+  def __init__(self, scale: str = 'unbiased', *, integrity: bool = True):
     """Initializes the factory; arguments as for `DriveFactory`."""
-    super().__init__(DriveCompressor(scale))
+    super().__init__(DriveCompressor(scale), integrity=integrity)

@@ -14,7 +14,8 @@ the probability that makes `E[q_j ||v|| / s] = v_j` (unbiased stochastic
 rounding). The server reconstructs `v_hat_j = ||v||_2 * q_j / s`. The noise is
 drawn on the client from `tf.random.stateless_uniform` with the seed
 `[client_seed, tensor index]` (`client_seed` of
-`tff_rdq.aggregators.compressor`); the server does not need it.
+`tff_rdq.aggregators.compressor`, from the update and the round's nonce:
+fresh every round); the server does not need it.
 
 Payload of one tensor with B buckets (all counted as uplink bits):
 
@@ -102,14 +103,14 @@ class QSGDCompressor(compressor.StatelessCompressor):
     return f'QSGDCompressor(levels={self.levels}, bucket_size={self.bucket_size})'
 
   def encode(self, flat_values, params):
-    del params  # Stateless.
+    # `params`: the round's nonce (`StatelessCompressor`), mixed into the seed.
 
     def encode_tensor(values, tensor_seed):
       q, norms = quantize(values, self.levels, tensor_seed, self.bucket_size)
       parts = [bitstream.scalar_bytes(norms), elias_gamma.encode_to_bytes(q, self.block_size)]
       return parts, dequantize(q, norms, self.levels, self.bucket_size)
 
-    streams, total_error = _common.encode_tensors(flat_values, encode_tensor)
+    streams, total_error = _common.encode_tensors(flat_values, encode_tensor, params)
     return streams, collections.OrderedDict(squared_error=total_error)
 
   def decode(self, streams, sizes):
@@ -140,7 +141,7 @@ class QSGDFactory(compressed.CompressedMeanFactory):
   """Weighted mean of QSGD-compressed client updates (see module doc)."""
 
   def __init__(self, levels: int, *, bucket_size=None,
-               block_size=elias_gamma.DEFAULT_BLOCK_SIZE):
+               block_size=elias_gamma.DEFAULT_BLOCK_SIZE, integrity: bool = True):
     """Initializes the factory.
 
     Args:
@@ -148,14 +149,19 @@ class QSGDFactory(compressed.CompressedMeanFactory):
       bucket_size: Elements per bucket with its own norm; None (default): one
         bucket per tensor.
       block_size: Block size of the Elias-gamma format.
+      integrity: Send and verify the 32-bit checksum of each client's message
+        (`tff_rdq.aggregators.compressed`); off only over a transport that
+        already guarantees integrity.
     """
-    super().__init__(QSGDCompressor(levels, bucket_size=bucket_size, block_size=block_size))
+    super().__init__(QSGDCompressor(levels, bucket_size=bucket_size, block_size=block_size),
+                     integrity=integrity)
 
 
 class QSGDSumFactory(compressed.CompressedSumFactory):
   """Sum of QSGD-compressed client updates (see module doc)."""
 
   def __init__(self, levels: int, *, bucket_size=None,
-               block_size=elias_gamma.DEFAULT_BLOCK_SIZE):
+               block_size=elias_gamma.DEFAULT_BLOCK_SIZE, integrity: bool = True):
     """Initializes the factory; arguments as for `QSGDFactory`."""
-    super().__init__(QSGDCompressor(levels, bucket_size=bucket_size, block_size=block_size))
+    super().__init__(QSGDCompressor(levels, bucket_size=bucket_size, block_size=block_size),
+                     integrity=integrity)

@@ -10,7 +10,8 @@ Distributed Deep Learning", NeurIPS 2017), per tensor: with the scale
 `E[x_hat_j] = x_j`. (`S = 0` and all `q = 0` for an all-zero tensor.) The
 noise is drawn on the client from `tf.random.stateless_uniform` with the seed
 `[client_seed, tensor index]` (`client_seed` of
-`tff_rdq.aggregators.compressor`); the server does not need it.
+`tff_rdq.aggregators.compressor`, from the update and the round's nonce:
+fresh every round); the server does not need it.
 
 Payload of one tensor of `n` elements (all counted as uplink bits):
 
@@ -76,7 +77,7 @@ class TernGradCompressor(compressor.StatelessCompressor):
     return f'TernGradCompressor(coding={self.coding!r})'
 
   def encode(self, flat_values, params):
-    del params  # Stateless.
+    # `params`: the round's nonce (`StatelessCompressor`), mixed into the seed.
 
     def encode_tensor(values, tensor_seed):
       q, scale = ternarize(values, tensor_seed)
@@ -86,7 +87,7 @@ class TernGradCompressor(compressor.StatelessCompressor):
         body = elias_gamma.encode_to_bytes(q, self.block_size)
       return [bitstream.scalar_bytes(scale), body], tf.cast(q, tf.float32) * scale
 
-    streams, total_error = _common.encode_tensors(flat_values, encode_tensor)
+    streams, total_error = _common.encode_tensors(flat_values, encode_tensor, params)
     return streams, collections.OrderedDict(squared_error=total_error)
 
   def decode(self, streams, sizes):
@@ -119,20 +120,23 @@ class TernGradFactory(compressed.CompressedMeanFactory):
   """Weighted mean of TernGrad-compressed client updates (see module doc)."""
 
   def __init__(self, coding: str = 'packed', *,
-               block_size=elias_gamma.DEFAULT_BLOCK_SIZE):
+               block_size=elias_gamma.DEFAULT_BLOCK_SIZE, integrity: bool = True):
     """Initializes the factory.
 
     Args:
       coding: `packed` (2 bits per element) or `elias_gamma`.
       block_size: Block size of the Elias-gamma format.
+      integrity: Send and verify the 32-bit checksum of each client's message
+        (`tff_rdq.aggregators.compressed`); off only over a transport that
+        already guarantees integrity.
     """
-    super().__init__(TernGradCompressor(coding, block_size=block_size))
+    super().__init__(TernGradCompressor(coding, block_size=block_size), integrity=integrity)
 
 
 class TernGradSumFactory(compressed.CompressedSumFactory):
   """Sum of TernGrad-compressed client updates (see module doc)."""
 
   def __init__(self, coding: str = 'packed', *,
-               block_size=elias_gamma.DEFAULT_BLOCK_SIZE):
+               block_size=elias_gamma.DEFAULT_BLOCK_SIZE, integrity: bool = True):
     """Initializes the factory; arguments as for `TernGradFactory`."""
-    super().__init__(TernGradCompressor(coding, block_size=block_size))
+    super().__init__(TernGradCompressor(coding, block_size=block_size), integrity=integrity)

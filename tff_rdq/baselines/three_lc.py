@@ -171,18 +171,21 @@ class ThreeLCCompressor(compressor.StatelessCompressor):
 class ThreeLCFactory(compressed.CompressedMeanFactory):
   """Weighted mean of 3LC-compressed client updates (see module doc)."""
 
-  def __init__(self, sparsity_multiplier: float = 1.0):
+  def __init__(self, sparsity_multiplier: float = 1.0, *, integrity: bool = True):
     """Initializes the factory.
 
     Args:
       sparsity_multiplier: `m` in [1, 2): M = m * max|x|; larger is sparser.
+      integrity: Send and verify the 32-bit checksum of each client's message
+        (`tff_rdq.aggregators.compressed`); off only over a transport that
+        already guarantees integrity.
     """
-    super().__init__(ThreeLCCompressor(sparsity_multiplier))
+    super().__init__(ThreeLCCompressor(sparsity_multiplier), integrity=integrity)
 
 
 class ThreeLCSumFactory(compressed.CompressedSumFactory):
   """Sum of 3LC-compressed client updates (see module doc)."""
 
-  def __init__(self, sparsity_multiplier: float = 1.0):
+  def __init__(self, sparsity_multiplier: float = 1.0, *, integrity: bool = True):
     """Initializes the factory; arguments as for `ThreeLCFactory`."""
-    super().__init__(ThreeLCCompressor(sparsity_multiplier))
+    super().__init__(ThreeLCCompressor(sparsity_multiplier), integrity=integrity)

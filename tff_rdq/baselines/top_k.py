@@ -166,7 +166,7 @@ class TopKFactory(compressed.CompressedMeanFactory):
   """Weighted mean of Top-K sparsified client updates (see module doc)."""
 
   def __init__(self, fraction=None, *, k=None, index_code='elias_gamma',
-               block_size=elias_gamma.DEFAULT_BLOCK_SIZE):
+               block_size=elias_gamma.DEFAULT_BLOCK_SIZE, integrity: bool = True):
     """Initializes the factory.
 
     Args:
@@ -175,16 +175,19 @@ class TopKFactory(compressed.CompressedMeanFactory):
       index_code: `elias_gamma` (gap code of the kept positions) or `fixed`
         (ceil(log2 n) bits per position).
       block_size: Block size of the Elias-gamma format.
+      integrity: Send and verify the 32-bit checksum of each client's message
+        (`tff_rdq.aggregators.compressed`); off only over a transport that
+        already guarantees integrity.
     """
     super().__init__(TopKCompressor(
-        fraction, k=k, index_code=index_code, block_size=block_size))
+        fraction, k=k, index_code=index_code, block_size=block_size), integrity=integrity)
 
 
 class TopKSumFactory(compressed.CompressedSumFactory):
   """Sum of Top-K sparsified client updates (see module doc)."""
 
   def __init__(self, fraction=None, *, k=None, index_code='elias_gamma',
-               block_size=elias_gamma.DEFAULT_BLOCK_SIZE):
+               block_size=elias_gamma.DEFAULT_BLOCK_SIZE, integrity: bool = True):
     """Initializes the factory; arguments as for `TopKFactory`."""
     super().__init__(TopKCompressor(
-        fraction, k=k, index_code=index_code, block_size=block_size))
+        fraction, k=k, index_code=index_code, block_size=block_size), integrity=integrity)

@@ -41,6 +41,20 @@ other than fewer than 8 zero padding bits, and a block length longer than
 its codewords need. What it cannot see is a change that turns a canonical
 stream into another canonical stream (a flipped sign bit, for one): that is
 for a checksum around the payload.
+
+**Implementation.** Both directions have a fast path in 32-bit integer
+arithmetic and a general path in 64-bit arithmetic that gives the same bytes
+and values. Encoding is vectorized over the nonzero values (no loop): the
+fast path (a static length with int32 bit offsets, blocks of at most
+`_FAST_MAX_BLOCK` values, `|v| <= _FAST_MAX_MAGNITUDE`) computes every
+codeword with a handful of int32 operations, its bit offset with one prefix
+sum, and writes 32-bit words with one sorted segment sum. Decoding runs the
+blocks as parallel lanes, one codeword per lane and loop step (two steps per
+loop iteration); the fast loop reads each codeword from one 64-bit window of
+a row-major copy of the block streams (in one step the lanes read
+neighbouring memory) and hands lanes with a rare codeword (|v| of 2**16 or
+more, an invalid run) to the general loop, which also finds the errors.
+Decoding never reads out of bounds, on any input.
 """
 
 import tensorflow as tf
@@ -62,11 +76,12 @@ def _gamma_fields(values: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
   return field, 2 * k - 1
 
 
-# The fast encoder looks fields up in tables: gamma(run) for runs 0..B+1 and
-# (sign, gamma(|v|)) for |v| <= _FAST_MAX_MAGNITUDE; larger blocks or values
-# take the general path (same bytes).
-_FAST_MAX_MAGNITUDE = 4095
-_FAST_MAX_BLOCK = 1 << 16
+# The fast encoder and decoder work in 32-bit integers: runs below 2**15
+# (blocks of at most _FAST_MAX_BLOCK values: gamma(run) and the sign fit 30
+# bits) and |v| below 2**16 (gamma(|v|) fits 31 bits); anything else takes the
+# general path (same bytes).
+_FAST_MAX_MAGNITUDE = 2**16 - 1
+_FAST_MAX_BLOCK = 2**15 - 2
 # Longest codeword: gamma(run) + sign + gamma(|v|) with run <= 2**31 and
 # |v| <= 2**31 - 1.
 _MAX_CODEWORD_BITS = 63 + 1 + 61
@@ -85,111 +100,155 @@ def _index_dtypes(n_static, block_size):
   return index_type, offset_type
 
 
-def _fast_tables(block_size: int, length_type):
-  """Field tables of the fast encoder.
-
-  Returns:
-    `(run_field, run_len, value_field, value_len)`: `run_field[r]` is gamma(r)
-    (`uint64`) and `run_len[r]` its length for `r` in `0 .. B + 1` (entry 0 is
-    unused); `value_field[v + M]` is the sign bit (1 = positive) followed by
-    gamma(|v|), and `value_len[v + M]` its length, for `|v| <= M`
-    (`M = _FAST_MAX_MAGNITUDE`; entry `v = 0` is unused).
-  """
-  runs = tf.range(block_size + 2, dtype=tf.int64)
-  run_field, run_len = _gamma_fields(tf.maximum(runs, 1))
-  values = tf.range(-_FAST_MAX_MAGNITUDE, _FAST_MAX_MAGNITUDE + 1, dtype=tf.int64)
-  mag_field, mag_len = _gamma_fields(tf.maximum(tf.abs(values), 1))
-  value_field = tf.bitwise.bitwise_or(
-      tf.cast(values > 0, tf.uint64),
-      tf.bitwise.left_shift(mag_field, bitstream.one()))
-  return (run_field, tf.cast(run_len, length_type), value_field,
-          tf.cast(mag_len + 1, length_type))
+def _bit_length32(x: tf.Tensor) -> tf.Tensor:
+  """`uint32` bit lengths of int32 values in `1 .. 2**24 - 1` (float32 exact)."""
+  return tf.bitwise.right_shift(
+      tf.bitcast(tf.cast(x, tf.float32), tf.uint32), tf.constant(23, tf.uint32)
+  ) - tf.constant(126, tf.uint32)
 
 
 def _pad_to(x: tf.Tensor, size) -> tf.Tensor:
   """`x` (a vector no longer than `size`) padded with zeros to `size`."""
-  return tf.pad(x, [[0, size - tf.shape(x, out_type=size.dtype)[0]]])
+  return tf.pad(x, [[0, size - tf.shape(x, out_type=tf.convert_to_tensor(size).dtype)[0]]])
 
 
 def _write_sorted(fields: tf.Tensor, offsets: tf.Tensor, num_words) -> tf.Tensor:
-  """`uint64` fields (at most 64 bits) at non-decreasing bit offsets, as words.
+  """Unsigned fields at non-decreasing int bit offsets, as words of their type.
 
-  As `bitstream.write_fields` for one vector of fields, with fewer passes: the
-  high parts are summed per word of their low part, then moved up one word.
+  Like `bitstream.write_fields` for one vector of fields (`uint32` or
+  `uint64`, each at most the word size long), with fewer passes: each field
+  is split into its part in word `offset // size` and the part in the next
+  word; both are summed per word (sum equals OR: fields do not overlap) and
+  the high parts moved up one word.
   """
-  word = tf.bitwise.right_shift(offsets, 6)
-  shift = tf.cast(tf.bitwise.bitwise_and(offsets, 63), tf.uint64)
+  bits = 32 if fields.dtype == tf.uint32 else 64
+  word = tf.bitwise.right_shift(offsets, bits.bit_length() - 1)
+  shift = tf.cast(tf.bitwise.bitwise_and(offsets, bits - 1), fields.dtype)
   low = tf.bitwise.left_shift(fields, shift)
-  # `v >> (64 - s)` without a shift by 64: `(v >> 1) >> (63 - s)`.
+  # `v >> (bits - s)` without a shift by `bits`: `(v >> 1) >> (bits - 1 - s)`.
   high = tf.bitwise.right_shift(
-      tf.bitwise.right_shift(fields, bitstream.one()),
-      tf.bitwise.bitwise_xor(shift, tf.constant(63, tf.uint64)))
-  size = num_words + 1
+      tf.bitwise.right_shift(fields, tf.constant(1, fields.dtype)),
+      tf.bitwise.bitwise_xor(shift, tf.constant(bits - 1, fields.dtype)))
+  # An empty field may start at the very end (word `num_words`).
+  size = num_words + 2
   low_words = _pad_to(tf.math.segment_sum(low, word), size)
   high_words = _pad_to(
-      tf.concat([tf.zeros([1], tf.uint64), tf.math.segment_sum(high, word)], 0), size)
+      tf.concat([tf.zeros([1], fields.dtype), tf.math.segment_sum(high, word)], 0), size)
   return (low_words + high_words)[:num_words]
 
 
+def _write32(fields: tf.Tensor, offsets: tf.Tensor, num_words) -> tf.Tensor:
+  """`uint32` fields at non-decreasing int32 bit offsets, as `uint32` words.
+
+  One sorted segment sum: a field shifted within its 32-bit slot fits 64
+  bits, so the sums per slot hold the slot's bits (low half) and what spills
+  into the next slot (high half).
+  """
+  slot = tf.bitwise.right_shift(offsets, 5)
+  shift = tf.cast(tf.bitwise.bitwise_and(offsets, 31), tf.uint64)
+  spread = tf.bitwise.left_shift(tf.cast(fields, tf.uint64), shift)
+  # An empty field may start at the very end (slot `num_words`).
+  sums = _pad_to(tf.math.segment_sum(spread, slot), num_words + 1)
+  spill = tf.cast(tf.bitwise.right_shift(sums, tf.constant(32, tf.uint64)), tf.uint32)
+  return tf.cast(sums[:num_words], tf.uint32) + tf.concat(
+      [tf.zeros([1], tf.uint32), spill[:num_words - 1]], 0)
+
+
 def _encode_fast(values, index, nonzero, block_size):
-  """`encode_to_bytes` for `|values| <= _FAST_MAX_MAGNITUDE` (tables, int32)."""
-  index_type, offset_type = _index_dtypes(values.shape[0], block_size)
-  run_field_table, run_len_table, value_field_table, value_len_table = (
-      _fast_tables(block_size, offset_type))
-  n = tf.size(values, out_type=index_type)
-  block = tf.constant(block_size, index_type)
-  num_blocks = (n + block - 1) // block
-  idx = tf.cast(index, index_type)
+  """`encode_to_bytes` in int32 arithmetic (module notes at _FAST_MAX_MAGNITUDE).
+
+  Needs: a static length with int32 offsets (`_index_dtypes`), a block size
+  of at most `_FAST_MAX_BLOCK`, at least one nonzero value and all
+  `|v| <= _FAST_MAX_MAGNITUDE`.
+  """
+  i32, u32 = tf.int32, tf.uint32
+  n = int(values.shape[0])
+  num_blocks = -(-n // block_size)
+  one = tf.constant(1, u32)
+  idx = tf.cast(index, i32)
   if block_size & (block_size - 1) == 0:
     block_of = tf.bitwise.right_shift(idx, block_size.bit_length() - 1)
+    block_start = tf.bitwise.bitwise_and(idx, -block_size)
   else:
-    block_of = idx // block
-  block_start = block_of * block
-  previous = tf.concat([tf.constant([-1], index_type), idx[:-1]], 0)
+    block_of = idx // block_size
+    block_start = block_of * block_size
+  # The previous nonzero's index (-1 before the first): a rolled copy.
+  previous = tf.tensor_scatter_nd_update(
+      tf.roll(idx, 1, 0), tf.zeros([1, 1], i32), tf.constant([-1], i32))
   # Zeros since the previous nonzero (or the block start), plus one.
   run = idx - tf.maximum(previous, block_start - 1)
-  value_index = nonzero + _FAST_MAX_MAGNITUDE
-  run_len = tf.gather(run_len_table, run)
-  codeword = tf.bitwise.bitwise_or(
-      tf.gather(run_field_table, run),
-      tf.bitwise.left_shift(
-          tf.gather(value_field_table, value_index), tf.cast(run_len, tf.uint64)))
-  length = run_len + tf.gather(value_len_table, value_index)
+  magnitude = tf.abs(nonzero)
+  a = _bit_length32(run)
+  b = _bit_length32(magnitude)
+  negative = tf.bitwise.right_shift(tf.bitcast(nonzero, u32), tf.constant(31, u32))
+  # gamma(run) then the sign, LSB-first: (2 run + 1) << (a - 1) has the
+  # marker at bit a - 1, the run's low bits above it and its top bit at
+  # 2a - 1, the sign bit's place; a negative value clears that bit.
+  low = tf.bitwise.left_shift(
+      tf.bitwise.bitwise_or(tf.bitwise.left_shift(tf.bitcast(run, u32), one), one)
+      - tf.bitwise.left_shift(negative, a), a - one)
+  # gamma(|v|) at bit 2a: (2|v| + 1 - 2**b) << (b - 1), shifted by 2a.
+  high = (tf.bitwise.bitwise_or(tf.bitwise.left_shift(tf.bitcast(magnitude, u32), one), one)
+          - tf.bitwise.left_shift(one, b))
+  high_shift = (b - one) + (a + a)
+  length = tf.bitcast(high_shift + b, i32)
 
   # Per block: codeword bits, the trailing run and the byte length.
-  nonzero_bits = _pad_to(tf.math.segment_sum(length, block_of),
-                         tf.cast(num_blocks, offset_type))
+  nonzero_bits = _pad_to(tf.math.segment_sum(length, block_of), num_blocks)
+  first = tf.searchsorted(block_of, tf.range(num_blocks + 1), out_type=i32)
   blocks = tf.range(num_blocks)
-  last_plus_one = tf.maximum(
-      _pad_to(tf.math.segment_max(idx + 1, block_of), num_blocks) - blocks * block, 0)
-  block_len = tf.minimum(block, n - blocks * block)
+  has_nonzero = first[1:] > first[:-1]
+  last_plus_one = tf.where(
+      has_nonzero, tf.gather(idx, tf.maximum(first[1:] - 1, 0)) + 1 - blocks * block_size, 0)
+  block_len = tf.minimum(block_size, n - blocks * block_size)
   trailing = tf.cast(block_len - last_plus_one, tf.int64)
   trail_field, trail_len = _gamma_fields(tf.maximum(trailing + 1, 1))
-  trail_len = tf.cast(tf.where(trailing > 0, trail_len, 0), offset_type)
+  trail_len = tf.cast(tf.where(trailing > 0, trail_len, 0), i32)
   block_bytes = (nonzero_bits + trail_len + 7) // 8
-  width = tf.cast(bitstream.bit_length(
-      tf.reduce_max(tf.concat([block_bytes, [0]], 0))), offset_type)
-  start = header_bytes(tf.cast(num_blocks, offset_type), width)
+  width = tf.cast(bitstream.bit_length(tf.reduce_max(block_bytes)), i32)
+  start = header_bytes(num_blocks, width)
   block_start_bit = 8 * (start + tf.math.cumsum(block_bytes, exclusive=True))
-  offsets = tf.math.cumsum(length, exclusive=True) + tf.gather(
-      block_start_bit - tf.math.cumsum(nonzero_bits, exclusive=True), block_of)
   total_bytes = start + tf.reduce_sum(block_bytes)
-  num_words = (total_bytes + 7) // 8
-  words = _write_sorted(codeword, offsets, num_words)
-  header_words = bitstream.write_fields(
-      values=[
-          tf.reshape(tf.cast(width, tf.uint64), [1]),
-          tf.cast(block_bytes, tf.uint64),
-          tf.where(trailing > 0, trail_field, tf.zeros_like(trail_field)),
-      ],
-      offsets=[
-          tf.zeros([1], tf.int64),
-          tf.cast(8 + tf.range(tf.cast(num_blocks, offset_type)) * width, tf.int64),
-          tf.cast(block_start_bit + nonzero_bits, tf.int64),
-      ],
-      num_words=tf.cast(num_words, tf.int64),
-  )
-  return bitstream.words_to_bytes(words + header_words, total_bytes)
+
+  # Bit offsets: one cumsum of the lengths, with the gap before each block
+  # (trailing runs, padding, empty blocks) added to the codeword before it.
+  gap = block_start_bit - tf.math.cumsum(nonzero_bits, exclusive=True)
+  after = first[1:num_blocks] - 1
+  valid = after >= 0
+  longest = tf.reduce_max(length)
+  # After the other reads of `length`, so that the update can reuse its buffer.
+  with tf.control_dependencies([longest, nonzero_bits]):
+    lengths_with_gaps = tf.tensor_scatter_nd_add(
+        length, tf.where(valid, after, 0)[:, tf.newaxis],
+        tf.where(valid, gap[1:] - gap[:-1], 0))
+  offsets = tf.math.cumsum(lengths_with_gaps, exclusive=True) + tf.gather(gap, block_of[0])
+
+  side_values = [
+      tf.reshape(tf.cast(width, tf.uint64), [1]),
+      tf.cast(block_bytes, tf.uint64),
+      tf.where(trailing > 0, trail_field, tf.zeros_like(trail_field)),
+  ]
+  side_offsets = tf.concat(
+      [[0], 8 + blocks * width, block_start_bit + nonzero_bits], 0)
+
+  def write32():
+    codeword = tf.bitwise.bitwise_or(low, tf.bitwise.left_shift(high, high_shift))
+    num_words = (total_bytes + 3) // 4
+    words = _write32(codeword, offsets, num_words) + _write32(
+        tf.cast(tf.concat(side_values, 0), u32), side_offsets, num_words)
+    return tf.reshape(tf.bitcast(words, tf.uint8), [-1])[:total_bytes]
+
+  def write64():
+    codeword = tf.bitwise.bitwise_or(
+        tf.cast(low, tf.uint64),
+        tf.bitwise.left_shift(tf.cast(high, tf.uint64), tf.cast(high_shift, tf.uint64)))
+    num_words = (total_bytes + 7) // 8
+    words = _write_sorted(codeword, offsets, num_words) + _write_sorted(
+        tf.concat(side_values, 0), side_offsets, num_words)
+    return bitstream.words_to_bytes(words, total_bytes)
+
+  # Side fields fit 32 bits for these block sizes; codewords mostly do too.
+  return tf.cond(longest <= 32, write32, write64)
 
 
 def header_bytes(num_blocks: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
@@ -277,29 +336,37 @@ def encode_to_bytes(
   if values.dtype != tf.int32:
     raise TypeError(f'Expected int32 values, got {values.dtype}.')
   values = tf.reshape(values, [-1])
-  if block_size > _FAST_MAX_BLOCK:
-    return _encode_general(values, block_size)
-  index = tf.where(tf.not_equal(values, 0))[:, 0]
-  nonzero = tf.gather(values, index)
-  # Values beyond the tables' range (rare: |v| > 4095) take the general path.
-  fast = (tf.reduce_max(tf.concat([nonzero, [0]], 0)) <= _FAST_MAX_MAGNITUDE) & (
-      tf.reduce_min(tf.concat([nonzero, [0]], 0)) >= -_FAST_MAX_MAGNITUDE)
+  _, offset_type = _index_dtypes(values.shape[0], block_size)
+  where = tf.where(values)  # [N, 1]: the nonzero positions
+  nonzero = tf.gather_nd(values, where)
+  index = tf.reshape(where, [-1])
+  if block_size > _FAST_MAX_BLOCK or offset_type != tf.int32:
+    return _encode_general(values, block_size, index, nonzero)
+  # (The max of no values is INT32_MIN, the min INT32_MAX.)
+  fast = (tf.size(nonzero) > 0) & (tf.reduce_max(nonzero) <= _FAST_MAX_MAGNITUDE) & (
+      tf.reduce_min(nonzero) >= -_FAST_MAX_MAGNITUDE)
   return tf.cond(
       fast,
       lambda: _encode_fast(values, index, nonzero, block_size),
-      lambda: _encode_general(values, block_size),
+      lambda: _encode_general(values, block_size, index, nonzero),
   )
 
 
-def _encode_general(values: tf.Tensor, block_size: int) -> tf.Tensor:
-  """`encode_to_bytes` for any values and block size (int64 arithmetic)."""
-  values = tf.maximum(values, -_INT32_MAX)
+def _encode_general(values: tf.Tensor, block_size: int, index=None,
+                    nonzero=None) -> tf.Tensor:
+  """`encode_to_bytes` for any values and block size (int64 arithmetic).
+
+  `index` and `nonzero`: the positions (`int64`) and values of the nonzero
+  values, when already known.
+  """
+  if index is None:
+    index = tf.where(tf.not_equal(values, 0))[:, 0]
+    nonzero = tf.gather(values, index)
+  nonzero = tf.cast(tf.maximum(nonzero, -_INT32_MAX), tf.int64)
   n = tf.size(values, out_type=tf.int64)
   block = tf.constant(block_size, tf.int64)
   num_blocks = (n + block - 1) // block
 
-  index = tf.where(tf.not_equal(values, 0))[:, 0]
-  nonzero = tf.cast(tf.gather(values, index), tf.int64)
   block_of = index // block
   pos = index - block_of * block
   first_in_block = tf.not_equal(
@@ -435,8 +502,9 @@ def _decode_from_bytes(
     # rejected before any int32 offset could overflow.
     header_ok &= total_bits < 2**31 - 2**22
     block_start_bit = tf.where(header_ok, block_start_bit, 0)
+    block_end_bit = tf.where(header_ok, block_end_bit, 0)
     end_bit, pos, error, index, values = _decode_lanes_fast(
-        words, block_start_bit, block_len, lane_base, n, block_size)
+        words, block_start_bit, block_end_bit, block_len, lane_base, n, block_size)
   else:
     end_bit, pos, error, index, values = _decode_lanes_general(
         words, block_start_bit, tf.zeros_like(block_len), tf.ones_like(block_len, tf.bool),
@@ -455,10 +523,17 @@ def _decode_from_bytes(
       & tf.reduce_all(padding_ok)
       & tf.reduce_all(tf.equal(padding_bits, 0))
   )
-  size = tf.cast(n, index.dtype) + 1
+  # Steps without a value wrote (index 0, value 0): the value at index 0 is
+  # the one nonzero value written there (always by lane 0), set last.
   dense = tf.raw_ops.SparseToDense(
-      sparse_indices=index, output_shape=tf.reshape(size, [1]), sparse_values=values,
-      default_value=0, validate_indices=False)[:-1]
+      sparse_indices=index, output_shape=tf.reshape(tf.cast(n, index.dtype), [1]),
+      sparse_values=values, default_value=0, validate_indices=False)
+  lanes = tf.maximum(tf.shape(block_len)[0], 1)
+  first = tf.reduce_sum(tf.where(
+      tf.equal(index[::lanes], 0), values[::lanes], tf.zeros_like(values[::lanes])))
+  dense = tf.tensor_scatter_nd_update(
+      dense, tf.zeros([tf.minimum(tf.size(dense), 1), 1], index.dtype),
+      tf.fill([tf.minimum(tf.size(dense), 1)], first))
   dense = tf.cond(ok, lambda: dense, lambda: tf.zeros_like(dense))
   return dense, ok
 
@@ -478,7 +553,8 @@ def _ctz(window: tf.Tensor) -> tf.Tensor:
   return exponent - 127
 
 
-def _decode_lanes_fast(words, block_start_bit, block_len, lane_base, n, block_size):
+def _decode_lanes_fast(words, block_start_bit, block_end_bit, block_len, lane_base, n,
+                       block_size):
   """Decodes every block as a lane in int32, one codeword per lane and step.
 
   Each step reads one 64-bit window per lane and decodes gamma(run), the sign
@@ -489,85 +565,137 @@ def _decode_lanes_fast(words, block_start_bit, block_len, lane_base, n, block_si
   Returns:
     `(end_bit, pos, error, index, values)`: per lane the bit after its last
     codeword (`int64`), the values consumed (B after a last value, B + 1 after
-    a trailing run) and an error flag; per decoded codeword (and placeholders
-    with index `n`) the `int32` index and value.
+    a trailing run) and an error flag; per lane and step the `int32` index
+    and value of the decoded value, (0, 0) for steps without one.
   """
   i32 = tf.int32
   one = tf.constant(1, tf.uint64)
+  c63 = tf.constant(63, tf.uint64)
   blen = tf.cast(block_len, i32)
   base = tf.cast(lane_base, i32) - 1
-  dummy = tf.cast(n, i32)
+  zero = tf.constant(0, i32)
+  lanes = tf.shape(blen)[0]
   last_word = tf.shape(words, out_type=i32)[0] - 2
   # words_next[j] = words[j + 1] << 1: a window is one shift and OR of both.
   words_next = tf.concat(
       [tf.bitwise.left_shift(words[1:], one), tf.zeros([1], tf.uint64)], 0)
-  c63 = tf.constant(63, tf.uint64)
-  lanes = tf.shape(blen)[0]
+  # Row-major windows: rows[k, lane] holds the 64 bits from bit 64 * k of the
+  # lane's block on. In a step the lanes read neighbouring rows, so the reads
+  # stay in cache (reading the stream itself jumps a block per lane).
+  start = tf.cast(block_start_bit, i32)
+  num_rows = tf.cast(tf.reduce_max(
+      tf.concat([block_end_bit - block_start_bit, [0]], 0)), i32) // 64 + 3
+  word = tf.minimum(
+      tf.range(num_rows)[:, tf.newaxis] + tf.bitwise.right_shift(start, 6), last_word)
+  shift = tf.cast(tf.bitwise.bitwise_and(start, 63), tf.uint64)
+  rows = tf.reshape(tf.bitwise.bitwise_or(
+      tf.bitwise.right_shift(tf.gather(words, word), shift),
+      tf.bitwise.left_shift(tf.gather(words_next, word), tf.bitwise.bitwise_xor(shift, c63))),
+                    [-1])
+  rows_next = tf.concat(
+      [tf.bitwise.left_shift(rows[lanes:], one), tf.zeros([lanes], tf.uint64)], 0)
+  last_row = num_rows - 1
+  lane_iota = tf.range(lanes)
 
-  def body(step, q, pos, act, index_array, value_array):
-    j = tf.minimum(tf.bitwise.right_shift(q, 6), last_word)
-    s = tf.cast(tf.bitwise.bitwise_and(q, 63), tf.uint64)
+  # Constants outside the loop body: inside, each would run every step.
+  c1, c6, c15, c23, c63_i32, c127 = (
+      tf.constant(v, i32) for v in (1, 6, 15, 23, 63, 127))
+  u32 = tf.uint32
+  c14u, c15u = tf.constant(14, u32), tf.constant(15, u32)
+
+  def ctz32(x):
+    """Trailing zeros of int32 bit patterns; outside 0..30 for 0 and 2**31."""
+    lowest = tf.bitwise.bitwise_and(x, tf.negative(x))
+    # A power of two is exact in float32; its exponent field is the bit index.
+    return tf.bitwise.right_shift(
+        tf.bitcast(tf.cast(lowest, tf.float32), i32), c23) - c127
+
+  def decode_step(r, pos, act):
+    """One codeword in every lane: `r` bits into the block, `pos` values.
+
+    int32 arithmetic: right shifts sign-extend, and every field is masked.
+    """
+    k = tf.minimum(tf.bitwise.right_shift(r, c6), last_row) * lanes + lane_iota
+    s = tf.cast(tf.bitwise.bitwise_and(r, c63_i32), tf.uint64)
     w = tf.bitwise.bitwise_or(
-        tf.bitwise.right_shift(tf.gather(words, j), s),
-        tf.bitwise.left_shift(tf.gather(words_next, j), tf.bitwise.bitwise_xor(s, c63)))
-    z1 = _ctz(w)
-    z1u = tf.cast(tf.bitwise.bitwise_and(z1, 15), tf.uint64)
-    z1p = z1u + one
-    x = tf.bitwise.right_shift(w, z1p)
-    top = tf.bitwise.left_shift(one, z1u)
-    run = tf.bitwise.bitwise_or(tf.bitwise.bitwise_and(x, top - one), top)
-    positive = tf.equal(tf.bitwise.bitwise_and(tf.bitwise.right_shift(x, z1u), one), one)
-    t = tf.bitwise.right_shift(x, z1p)
-    z2 = _ctz(t)
-    z2u = tf.cast(tf.bitwise.bitwise_and(z2, 31), tf.uint64)
-    top2 = tf.bitwise.left_shift(one, z2u)
-    magnitude = tf.cast(tf.bitwise.bitwise_or(
-        tf.bitwise.bitwise_and(tf.bitwise.right_shift(t, z2u + one), top2 - one), top2),
-                        i32)
-    value = tf.where(positive, magnitude, -magnitude)
-    new_pos = pos + tf.cast(run, i32)
+        tf.bitwise.right_shift(tf.gather(rows, k), s),
+        tf.bitwise.left_shift(tf.gather(rows_next, k), tf.bitwise.bitwise_xor(s, c63)))
+    # gamma(run) and the sign lie in the low 30 bits (runs below 2**15).
+    low = tf.cast(w, i32)
+    z1 = ctz32(low)
+    z1c = tf.bitwise.bitwise_and(z1, c15)
+    z1p = z1c + c1
+    x = tf.bitwise.right_shift(low, z1p)
+    top = tf.bitwise.left_shift(c1, z1c)
+    run = tf.bitwise.bitwise_or(tf.bitwise.bitwise_and(x, top - c1), top)
+    sign = tf.bitwise.bitwise_and(tf.bitwise.right_shift(x, z1c), c1)
+    # gamma(|v|) from bit 2 * z1 + 2 on, within 31 bits (|v| below 2**16).
+    mag_start = z1p + z1p
+    t = tf.cast(tf.bitwise.right_shift(w, tf.cast(mag_start, tf.uint64)), i32)
+    z2 = ctz32(t)
+    z2c = tf.bitwise.bitwise_and(z2, c15)
+    top2 = tf.bitwise.left_shift(c1, z2c)
+    magnitude = tf.bitwise.bitwise_or(
+        tf.bitwise.bitwise_and(tf.bitwise.right_shift(t, z2c + c1), top2 - c1), top2)
+    negative = sign - c1  # all ones for a negative value
+    value = tf.bitwise.bitwise_xor(magnitude, negative) - negative
+    new_pos = pos + run
     is_value = new_pos <= blen
-    run_bits = z1 + z1 + 1
-    # Stop (for the general loop) where the run field is not a run below
-    # 2**15 (z1 > 14 or no one bit), or the codeword is longer than 64 bits.
-    stall = act & ((tf.cast(z1, tf.uint32) > 14) | (
-        is_value & (tf.cast(z1 + z2, tf.uint32) > 30)))
+    # Stop (for the general loop) where the run field is no run below 2**15
+    # (z1 > 14, or no one bit in 32), or |v| is 2**16 or more.
+    stall = act & ((tf.cast(z1, u32) > c14u) | (is_value & (tf.cast(z2, u32) > c15u)))
     go = act & tf.logical_not(stall)
-    q = tf.where(go, q + tf.where(is_value, run_bits + z2 + z2 + 2, run_bits), q)
+    advance = tf.where(is_value, mag_start + z2c + z2c + c1, mag_start - c1)
+    r = tf.where(go, r + advance, r)
     pos = tf.where(go, new_pos, pos)
     emit = go & is_value
-    index_array = index_array.write(step, tf.where(emit, base + new_pos, dummy))
+    index = tf.where(emit, base + new_pos, zero)
+    return r, pos, go & (new_pos < blen), index, tf.where(emit, value, zero)
+
+  def body(step, r, pos, act, index_array, value_array):
+    # Two codewords per loop step: half the loop's own overhead.
+    r, pos, act, index, value = decode_step(r, pos, act)
+    index_array = index_array.write(step, index)
     value_array = value_array.write(step, value)
-    return step + 1, q, pos, go & (new_pos < blen), index_array, value_array
+    r, pos, act, index, value = decode_step(r, pos, act)
+    index_array = index_array.write(step + 1, index)
+    value_array = value_array.write(step + 1, value)
+    return step + 2, r, pos, act, index_array, value_array
 
   # Row 0 is a placeholder, so that `stack` is defined without steps.
-  _, q, pos, _, index_array, value_array = tf.while_loop(
-      lambda step, q, pos, act, *_: tf.reduce_any(act),
+  step, r, pos, _, index_array, value_array = tf.while_loop(
+      lambda step, r, pos, act, *_: tf.reduce_any(act),
       body,
-      (tf.constant(1), tf.cast(block_start_bit, i32), tf.zeros_like(blen), blen > 0,
+      (tf.constant(1), tf.zeros_like(blen), tf.zeros_like(blen), blen > 0,
        tf.TensorArray(i32, size=1, dynamic_size=True, element_shape=[None]).write(
-           0, tf.fill([lanes], dummy)),
+           0, tf.zeros([lanes], i32)),
        tf.TensorArray(i32, size=1, dynamic_size=True, element_shape=[None]).write(
            0, tf.zeros([lanes], i32))),
-      maximum_iterations=block_size + 2)
-  # Lanes that stopped early (pos < B) continue in the general loop.
-  end_bit, pos, error, index, values = _decode_lanes_general(
-      words, tf.cast(q, tf.int64), tf.cast(pos, tf.int64), pos < blen, block_len,
-      lane_base, n, block_size, i32)
-  index = tf.concat([tf.reshape(index_array.stack(), [-1]), index], 0)
-  values = tf.concat([tf.reshape(value_array.stack(), [-1]), values], 0)
-  return end_bit, pos, error, index, values
+      maximum_iterations=block_size // 2 + 2)
+  # Lanes that stopped early (pos < B) continue in the general loop, which
+  # appends to the same arrays.
+  return _decode_lanes_general(
+      words, block_start_bit + tf.cast(r, tf.int64), tf.cast(pos, tf.int64), pos < blen,
+      block_len, lane_base, n, block_size, i32, (step, index_array, value_array))
 
 
 def _decode_lanes_general(words, bit, pos, active, block_len, lane_base, n,
-                          block_size, index_type):
+                          block_size, index_type, arrays=None):
   """Decodes the lanes marked `active` from bit `bit` and `pos` values on.
 
   Any codeword (int64 arithmetic, two windows per step); one loop step per
   codeword. Returns as `_decode_lanes_fast`, with indices of `index_type`.
+  `arrays`: `(step, index_array, value_array)` to append to.
   """
-  dummy = tf.cast(n, index_type)
   lanes = tf.shape(block_len)[0]
+  if arrays is None:
+    # Row 0 is a placeholder, so that `stack` is defined without steps.
+    arrays = (
+        tf.constant(1),
+        tf.TensorArray(index_type, size=1, dynamic_size=True, element_shape=[None]).write(
+            0, tf.zeros([lanes], index_type)),
+        tf.TensorArray(tf.int32, size=1, dynamic_size=True, element_shape=[None]).write(
+            0, tf.zeros([lanes], tf.int32)))
 
   def body(step, bit, pos, go, error, index_array, value_array):
     window = bitstream.read_bits(words, bit)
@@ -602,8 +730,9 @@ def _decode_lanes_general(words, bit, pos, active, block_len, lane_base, n,
     advance = go & tf.logical_not(bad)
     emit = advance & is_value
     index_array = index_array.write(
-        step, tf.where(emit, tf.cast(lane_base + new_pos - 1, index_type), dummy))
-    value_array = value_array.write(step, value)
+        step, tf.where(emit, tf.cast(lane_base + new_pos - 1, index_type),
+                       tf.zeros([lanes], index_type)))
+    value_array = value_array.write(step, tf.where(emit, value, 0))
     bit = tf.where(
         advance, tf.where(is_value, sign_bit + 2 * mag_zeros + 2, sign_bit), bit)
     pos = tf.where(advance, new_pos, pos)
@@ -611,21 +740,12 @@ def _decode_lanes_general(words, bit, pos, active, block_len, lane_base, n,
     return (step + 1, bit, pos, advance & (new_pos < block_len), error, index_array,
             value_array)
 
-  # Row 0 is a placeholder, so that `stack` is defined without steps.
+  step, index_array, value_array = arrays
   _, bit, pos, _, error, index_array, value_array = tf.while_loop(
       lambda step, bit, pos, go, *_: tf.reduce_any(go),
       body,
-      loop_vars=(
-          tf.constant(1),
-          bit,
-          pos,
-          active & (pos < block_len),
-          tf.zeros_like(active),
-          tf.TensorArray(index_type, size=1, dynamic_size=True, element_shape=[None]).write(
-              0, tf.fill([lanes], dummy)),
-          tf.TensorArray(tf.int32, size=1, dynamic_size=True, element_shape=[None]).write(
-              0, tf.zeros([lanes], tf.int32)),
-      ),
+      loop_vars=(step, bit, pos, active & (pos < block_len), tf.zeros_like(active),
+                 index_array, value_array),
       maximum_iterations=block_size + 2,
   )
   return (bit, pos, error, tf.reshape(index_array.stack(), [-1]),

@@ -125,7 +125,12 @@ MAX_PRECISION = PRECISION
 PRECISION_FIELD_BITS = 4
 THRESHOLD_BITS = 6
 MARKER = 0x80
-HEADER_BITS = 84
+HEADER_BITS = 104
+MAX_COLUMNS = 65535
+COLUMN_CLASSES = 16  # The encoder's K when it groups columns.
+_HUGE = 1 << 60
+MAX_ROW_LENGTH = 65535
+ROW_LENGTH_SAMPLES = 2048
 EMPTY_BYTES = 5  # The format of a vector without nonzero values.
 RUN_CONTEXT_CHOICES = (1, 2, 4, 8)
 VALUE_CONTEXT_CHOICES = (1, 2, 4)
@@ -762,24 +767,147 @@ def _symbols(values):
               magnitude_len=magnitude_len, negative=negative)
 
 
+def row_length_candidate(values) -> tf.Tensor:
+  """`W`: the row length under which the vector looks most column-structured.
+
+  Over `S = 2048` sampled nonzero values (the `floor(s N / S)`-th, `s = 0 ..
+  S - 1`), `p(d) = floor(2**20 h(d) / max(m(d), 1))` where `m(d)` counts those
+  with an index `i >= d` and `h(d)` those whose value at `i - d` is nonzero
+  too. The contrast of a divisor `W` of `n` (`2 <= W <= min(n // 2, 65535)`)
+  is `p(W) - floor((p(W - 1) + p(W + 1)) / 2)`: how much more often the value
+  above (in an `n / W` by `W` matrix) is nonzero than its diagonal
+  neighbours. `W` is the smallest divisor whose contrast is positive and at
+  least 15/16 of the largest (multiples of the true row length score about
+  as well); 0 if there is none. A heuristic: the encoder uses `W` only when
+  its model says that is smaller (`analyze`).
+  """
+  values = tf.reshape(values, [-1])
+  n = tf.size(values, out_type=tf.int64)
+  candidates = tf.range(2, MAX_ROW_LENGTH + 1, dtype=tf.int64)
+  candidates = tf.boolean_mask(
+      candidates, tf.equal(n % candidates, 0) & (candidates <= n // 2))
+  nonzero = tf.not_equal(values, 0)
+  index = tf.where(nonzero)[:, 0]
+  count = tf.size(index, out_type=tf.int64)
+  sample = tf.gather(index, tf.range(ROW_LENGTH_SAMPLES, dtype=tf.int64) * count
+                     // ROW_LENGTH_SAMPLES)
+  offsets = candidates[:, tf.newaxis] + tf.constant([[-1, 0, 1]], tf.int64)
+  above = sample[tf.newaxis, tf.newaxis, :] - offsets[:, :, tf.newaxis]
+  valid = above >= 0
+  hits = valid & tf.gather(nonzero, tf.maximum(above, 0))
+  score = (tf.bitwise.left_shift(tf.reduce_sum(tf.cast(hits, tf.int64), axis=2), 20)
+           // tf.maximum(tf.reduce_sum(tf.cast(valid, tf.int64), axis=2), 1))
+  contrast = score[:, 1] - (score[:, 0] + score[:, 2]) // 2
+  best = tf.reduce_max(tf.concat([contrast, [0]], 0))
+  num = tf.size(candidates, out_type=tf.int64)
+  first = tf.reduce_min(tf.concat(
+      [tf.where((contrast > 0) & (16 * contrast >= 15 * best), tf.range(num), num),
+       [num]], 0))
+  return tf.where((count > 0) & (first < num),
+                  tf.gather(tf.concat([candidates, [0]], 0), first), _i64(0))
+
+
+def column_classes(matrix, num_classes: int) -> tf.Tensor:
+  """Quantile classes of the columns of an integer matrix by their activity.
+
+  With `a_j = sum_i |M_ij|` and `rank_j` the position of column `j` when the
+  columns are sorted stably by `a_j`, column `j` is in class
+  `floor(rank_j K / cols)` (`K` classes of nearly equal size).
+  """
+  activity = tf.reduce_sum(tf.abs(matrix), axis=0)
+  cols = tf.size(activity, out_type=tf.int64)
+  rank = tf.math.invert_permutation(tf.argsort(activity, stable=True))
+  return _i64(rank) * num_classes // tf.maximum(cols, 1)
+
+
+def column_order(classes) -> tf.Tensor:
+  """The columns grouped by class: a stable sort of the column indices by class."""
+  return _i64(tf.argsort(classes, stable=True))
+
+
+def coded_matrix(values, row_length, transposed):
+  """The vector as a matrix in the coded orientation.
+
+  `n / W` by `W` (row-major, `W = row_length`, 1 if 0), or its transpose.
+  """
+  matrix = tf.reshape(values, tf.stack([-1, tf.maximum(row_length, 1)]))
+  return tf.transpose(matrix) if transposed else matrix
+
+
+def _variant(values, row_length, transposed: bool, num_classes: int):
+  """Symbols, model and estimated bits of one coded order (see `analyze`)."""
+  matrix = coded_matrix(values, row_length, transposed)
+  cols = tf.shape(matrix, out_type=tf.int64)[1]
+  if num_classes > 1:
+    classes = column_classes(matrix, num_classes)
+    matrix = tf.gather(matrix, column_order(classes), axis=1)
+    side = cols * (num_classes.bit_length() - 1)
+  else:
+    classes, side = tf.zeros([0], tf.int64), _i64(0)
+  s = _symbols(tf.reshape(matrix, [-1]))
+  model = choose_model(s['run_symbol'], s['value_class'], s['negative'],
+                       tf.size(s['run_symbol'], out_type=tf.int64))
+  classes = tf.concat(
+      [classes, tf.zeros([MAX_COLUMNS + 1 - tf.size(classes)], tf.int64)], 0)
+  return dict(symbols=s, model=model, estimate=_estimate_bits(s, model) + side,
+              classes=classes)
+
+
+def _estimate_bits(s, model):
+  """The chosen model's estimated size (bits, rounded up) including mantissas."""
+  return ((model['estimate'] + (1 << _LOG_BITS) - 1) // (1 << _LOG_BITS)
+          + tf.reduce_sum(s['run_len']) + tf.reduce_sum(s['magnitude_len']))
+
+
+# The coded orders the encoder compares: (transposed, column classes).
+ORDERS = ((False, 1), (False, COLUMN_CLASSES), (True, 1), (True, COLUMN_CLASSES))
+
+
 def analyze(values, lane_overhead: float = DEFAULT_LANE_OVERHEAD):
-  """The model the encoder uses for `values`: symbols, contexts, tables.
+  """The model the encoder uses for `values`: order, symbols, contexts, tables.
+
+  The coded order: with `W = row_length_candidate(values)`, the vector as an
+  `n / W` by `W` matrix, as is or transposed, with its columns as they are or
+  grouped into 16 `column_classes` (`column_order`), read row by row: of the
+  (up to) four orders (`ORDERS`; only the vector as is if `W = 0`; grouping
+  only with at most 65535 columns) the one of smallest estimated size
+  (`choose_model`'s estimate plus mantissa bits plus 4 bits per column for
+  the classes), the first on ties.
 
   Returns:
-    A dict with the entries of `_symbols`, the chosen model (`choose_model`),
-    `lane_size`, `num_lanes`, `run_context`, `value_context`, `value_symbol`,
-    and per table kind `run_precision`/`run_freqs` `[8, 35]` and
-    `value_precision`/`value_freqs` `[8, 70]`.
+    A dict with `row_length` (`W`, or 0 for the vector as is), `transposed`,
+    `num_classes` (`K`), `classes` (padded to 65536), the entries of
+    `_symbols` and of the chosen model (`choose_model`) for that order,
+    `lane_size`, `num_lanes`, `run_context`, `value_context`,
+    `value_symbol`, and per table kind `run_precision`/`run_freqs` `[8, 35]`
+    and `value_precision`/`value_freqs` `[8, 70]`.
   """
   values = _i64(tf.reshape(values, [-1]))
-  s = _symbols(values)
+  n = tf.size(values, out_type=tf.int64)
+  width = row_length_candidate(values)
+  plain = _variant(values, width, False, 1)
+  variants = [plain]
+  for transposed, num_classes in ORDERS[1:]:
+    valid = width > 0
+    if transposed and num_classes > 1:
+      valid &= n // tf.maximum(width, 1) <= MAX_COLUMNS
+    variants.append(tf.cond(
+        valid,
+        lambda t=transposed, k=num_classes: _variant(values, width, t, k),
+        lambda: dict(plain, estimate=_i64(_HUGE))))
+  best = _first_min(tf.stack([v['estimate'] for v in variants]))
+  pick = lambda items: tf.gather(tf.stack(items), best)
+  s = {k: pick([v['symbols'][k] for v in variants]) for k in plain['symbols']}
+  model = {k: pick([v['model'][k] for v in variants]) for k in plain['model']}
+  estimate = pick([v['estimate'] for v in variants])
+  classes = pick([v['classes'] for v in variants])
+  transposed = tf.gather(tf.constant([t for t, _ in ORDERS]), best)
+  num_classes = tf.gather(tf.constant([k for _, k in ORDERS], tf.int64), best)
+  row_length = tf.where(best > 0, width, _i64(0))
   num_nonzero = tf.size(s['run_symbol'], out_type=tf.int64)
-  model = choose_model(s['run_symbol'], s['value_class'], s['negative'], num_nonzero)
   sign_mode = model['sign_mode']
   raw_bits = (tf.reduce_sum(s['run_len']) + tf.reduce_sum(s['magnitude_len'])
               + tf.where(sign_mode > 0, _i64(0), num_nonzero))
-  estimate = (model['estimate'] + (1 << _LOG_BITS) - 1) // (1 << _LOG_BITS)
-  estimate += tf.reduce_sum(s['run_len']) + tf.reduce_sum(s['magnitude_len'])
   lane_size = choose_lane_size(estimate, raw_bits, num_nonzero, lane_overhead)
   num_lanes = (num_nonzero + lane_size - 1) // lane_size
   run_ctx, value_ctx = lane_contexts(s['run_symbol'], s['negative'], lane_size, model)
@@ -789,9 +917,10 @@ def analyze(values, lane_overhead: float = DEFAULT_LANE_OVERHEAD):
       context_counts(run_ctx, s['run_symbol'], MAX_RUN_CONTEXTS, ALPHABET))
   value_precision, value_freqs = model_tables(
       context_counts(value_ctx, value_symbol, MAX_VALUE_CONTEXTS, VALUE_ALPHABET))
-  return dict(s, **model, num_nonzero=num_nonzero, raw_bits=raw_bits,
-              lane_size=lane_size, num_lanes=num_lanes, run_context=run_ctx,
-              value_context=value_ctx, value_symbol=value_symbol,
+  return dict(s, **model, row_length=row_length, transposed=transposed,
+              num_classes=num_classes, classes=classes, num_nonzero=num_nonzero,
+              raw_bits=raw_bits, lane_size=lane_size, num_lanes=num_lanes,
+              run_context=run_ctx, value_context=value_ctx, value_symbol=value_symbol,
               run_precision=run_precision, run_freqs=run_freqs,
               value_precision=value_precision, value_freqs=value_freqs)
 
@@ -802,6 +931,12 @@ def _lane_matrix(flat, lane_size, num_lanes, fill):
       [flat, tf.fill([num_lanes * lane_size - tf.size(flat, out_type=tf.int64)],
                      tf.constant(fill, tf.int64))], 0)
   return tf.transpose(tf.reshape(padded, tf.stack([num_lanes, lane_size])))
+
+
+def _num_columns(n, row_length, transposed):
+  """Columns of the coded matrix: `W`, or `n / W` if transposed."""
+  width = tf.maximum(row_length, 1)
+  return tf.where(transposed, n // width, width)
 
 
 def _encode_context_rans(values, lane_overhead):
@@ -862,7 +997,13 @@ def _encode_context_rans(values, lane_overhead):
                < m['value_contexts'] - 1, _i64(THRESHOLD_BITS), _i64(0))], 0)
   thresholds = tf.concat([m['run_thresholds'], m['value_thresholds']], 0)
   thresholds = tf.where(threshold_len > 0, thresholds, tf.zeros_like(thresholds))
-  run_start = HEADER_BITS + tf.reduce_sum(threshold_len)
+  class_start = HEADER_BITS + tf.reduce_sum(threshold_len)
+  class_bits = bitstream.bit_length(m['num_classes']) - 1
+  num_columns = tf.where(m['num_classes'] > 1, _num_columns(
+      tf.size(values, out_type=tf.int64), m['row_length'], m['transposed']), _i64(0))
+  class_len = tf.where(tf.range(MAX_COLUMNS + 1, dtype=tf.int64) < num_columns,
+                       class_bits, _i64(0))
+  run_start = class_start + num_columns * class_bits
   run_values, run_offsets, value_start = table_fields(
       m['run_precision'], m['run_freqs'], run_contexts, alphabet_r, run_start)
   value_values, value_offsets, states_start = table_fields(
@@ -871,11 +1012,16 @@ def _encode_context_rans(values, lane_overhead):
   side_bytes = (side_bits + 7) // 8
   header = bitstream.write_fields(
       values=[tf.cast(tf.stack([byte0, num_nonzero, lane_size, alphabet_r,
-                                alphabet_m]), tf.uint64),
-              tf.cast(thresholds, tf.uint64)]
+                                alphabet_m, m['row_length'],
+                                tf.cast(m['transposed'], tf.int64), class_bits]),
+                      tf.uint64),
+              tf.cast(thresholds, tf.uint64),
+              tf.cast(tf.where(class_len > 0, m['classes'], tf.zeros_like(m['classes'])),
+                      tf.uint64)]
       + run_values + value_values + [tf.cast(states, tf.uint64)],
-      offsets=[tf.constant([0, 8, 40, 72, 78], tf.int64),
-               HEADER_BITS + tf.math.cumsum(threshold_len, exclusive=True)]
+      offsets=[tf.constant([0, 8, 40, 72, 78, 84, 100, 101], tf.int64),
+               HEADER_BITS + tf.math.cumsum(threshold_len, exclusive=True),
+               class_start + tf.math.cumsum(class_len, exclusive=True)]
       + run_offsets + value_offsets
       + [states_start + STATE_BITS * tf.range(num_lanes)],
       num_words=side_bytes // 8 + 2)
@@ -892,18 +1038,46 @@ def _encode_context_rans(values, lane_overhead):
   ], 0)
 
 
+def elias_gamma_bits(values, block_size: int) -> tf.Tensor:
+  """`8 * len(elias_gamma.encode_to_bytes(values, block_size))`, in closed form.
+
+  As `elias_gamma.coded_bits`, for one vector of any (also dynamic) length:
+  per block of `B` values, the sum over nonzero values of `2 bit_length(run)
+  + 2 bit_length(|v|) - 1` plus `2 bit_length(r + 1) - 1` for `r > 0` trailing
+  zeros, in whole bytes; plus `1 + ceil(m w / 8)` header bytes (`m` blocks,
+  `w` the bit length of the largest block's byte count).
+  """
+  values = tf.maximum(tf.reshape(values, [-1]), -(2**31 - 1))
+  n = tf.size(values, out_type=tf.int64)
+  num_blocks = (n + block_size - 1) // block_size
+  index = tf.where(tf.not_equal(values, 0))[:, 0]
+  magnitude = tf.abs(_i64(tf.gather(values, index)))
+  block = index // block_size
+  position = index - block * block_size
+  first = tf.not_equal(block, tf.concat([[-1], block[:-1]], 0))
+  run = tf.where(first, position + 1,
+                 position - tf.concat([[-1], position[:-1]], 0))
+  codeword = 2 * bitstream.bit_length(run) + 2 * bitstream.bit_length(magnitude) - 1
+  nonzero_bits = bitstream.sorted_segment(tf.math.segment_sum, codeword, block,
+                                          num_blocks)
+  last_plus_one = bitstream.sorted_segment(tf.math.segment_max, position + 1, block,
+                                           num_blocks)
+  block_len = tf.minimum(_i64(block_size), n - tf.range(num_blocks) * block_size)
+  trailing = block_len - last_plus_one
+  trail_bits = tf.where(trailing > 0, 2 * bitstream.bit_length(trailing + 1) - 1,
+                        tf.zeros_like(trailing))
+  block_bytes = (nonzero_bits + trail_bits + 7) // 8
+  width = bitstream.bit_length(tf.reduce_max(tf.concat([block_bytes, [0]], 0)))
+  return 8 * (1 + (num_blocks * width + 7) // 8 + tf.reduce_sum(block_bytes))
+
+
 def _encode(values, lane_overhead, block_size):
   values = tf.reshape(values, [-1])
   n = tf.size(values, out_type=tf.int64)
   num_nonzero = tf.math.count_nonzero(values, dtype=tf.int64)
-  if values.shape[0] is not None:
-    # The closed form: the Elias-gamma bytes are only written if chosen.
-    eg_bits = elias_gamma.coded_bits(values[tf.newaxis], block_size)[0]
-    eg_data = lambda: elias_gamma.encode_to_bytes(values, block_size)
-  else:
-    eg_bytes = elias_gamma.encode_to_bytes(values, block_size)
-    eg_bits = 8 * tf.size(eg_bytes, out_type=tf.int64)
-    eg_data = lambda: tf.identity(eg_bytes)
+  # The closed form: the Elias-gamma bytes are only written if chosen.
+  eg_bits = elias_gamma_bits(values, block_size)
+  eg_data = lambda: elias_gamma.encode_to_bytes(values, block_size)
   data = tf.cond(
       num_nonzero > 0,
       lambda: _encode_context_rans(values, lane_overhead),
@@ -916,8 +1090,9 @@ def _encode(values, lane_overhead, block_size):
 
 @functools.lru_cache(maxsize=None)
 def _traced_encode(lane_overhead, block_size):
-  # Any length: the Elias-gamma size then comes from its bytes, not its
-  # closed form (which needs a static length).
+  # One graph function for vectors of any length: eagerly it runs as a graph;
+  # in a traced graph (TFF) it is one library function, shared by all the
+  # tensors coded with the same settings, called by a function-call op.
   return tf.function(
       lambda values: _encode(values, lane_overhead, block_size),
       input_signature=[tf.TensorSpec([None], tf.int32)], autograph=False)
@@ -947,9 +1122,7 @@ def encode_to_bytes(values, lane_overhead: float = DEFAULT_LANE_OVERHEAD,
   if values.dtype != tf.int32:
     raise TypeError(f'Expected int32 values, got {values.dtype}.')
   values = tf.reshape(values, [-1])
-  if tf.executing_eagerly():
-    return _traced_encode(float(lane_overhead), int(block_size))(values)
-  return _encode(values, lane_overhead, block_size)
+  return _traced_encode(float(lane_overhead), int(block_size))(values)
 
 
 # ----------------------------------------------------------------------------
@@ -960,16 +1133,31 @@ def _parse(data, num_elements):
   """Header, thresholds and tables (clamped to safe ranges) and `ok`."""
   n = _i64(num_elements)
   words = bitstream.bytes_to_words(data)
-  fields = _read(words, tf.constant([0, 8, 40, 72, 78], tf.int64),
-                 tf.constant([8, 32, 32, 6, 6], tf.int64))
-  byte0, num_nonzero, lane_size, alphabet_r, alphabet_m = tf.unstack(fields)
+  fields = _read(words, tf.constant([0, 8, 40, 72, 78, 84, 100, 101], tf.int64),
+                 tf.constant([8, 32, 32, 6, 6, 16, 1, 3], tf.int64))
+  (byte0, num_nonzero, lane_size, alphabet_r, alphabet_m, row_length, transposed,
+   class_bits) = tf.unstack(fields)
   run_contexts = tf.bitwise.bitwise_and(byte0, 7) + 1
   value_contexts = tf.bitwise.bitwise_and(tf.bitwise.right_shift(byte0, 3), 7) + 1
   sign_mode = tf.bitwise.bitwise_and(tf.bitwise.right_shift(byte0, 6), 1)
   ok = ((num_nonzero >= 1) & (num_nonzero <= n) & (lane_size >= 1)
         & (lane_size <= num_nonzero) & (alphabet_r >= 1) & (alphabet_r <= ALPHABET)
         & (alphabet_m >= 1) & (alphabet_m <= ALPHABET)
-        & (value_contexts <= MAX_VALUE_CONTEXTS // 2))
+        & (value_contexts <= MAX_VALUE_CONTEXTS // 2)
+        & (class_bits <= 4))
+  # Orders: W = 0 (the vector as is) or a divisor of n; not both as is.
+  num_columns = _num_columns(n, row_length, transposed > 0)
+  ok &= tf.where(
+      tf.equal(row_length, 0),
+      tf.equal(transposed, 0) & tf.equal(class_bits, 0),
+      (row_length >= 2) & (row_length <= tf.minimum(n // 2, MAX_COLUMNS))
+      & tf.equal(n % tf.maximum(row_length, 1), 0)
+      & ((transposed > 0) | (class_bits > 0))
+      & (tf.equal(class_bits, 0) | (num_columns <= MAX_COLUMNS)))
+  row_length = tf.where(ok, row_length, _i64(0))
+  transposed = ok & (transposed > 0)
+  class_bits = tf.where(ok, class_bits, _i64(0))
+  num_columns = tf.where(class_bits > 0, num_columns, _i64(0))
   num_nonzero = tf.clip_by_value(num_nonzero, 1, tf.maximum(n, 1))
   lane_size = tf.clip_by_value(lane_size, 1, num_nonzero)
   alphabet_r = tf.clip_by_value(alphabet_r, 1, ALPHABET)
@@ -992,7 +1180,12 @@ def _parse(data, num_elements):
     used = tf.range(MAX_RUN_CONTEXTS - 1, dtype=tf.int64) < g - 1
     ok &= tf.reduce_all(tf.logical_not(used) | (b <= ALPHABET))
     ok &= tf.reduce_all(tf.logical_not(used[1:]) | (b[1:] >= b[:-1]))
-  run_start = HEADER_BITS + tf.reduce_sum(threshold_len)
+  class_start = HEADER_BITS + tf.reduce_sum(threshold_len)
+  class_len = tf.where(tf.range(MAX_COLUMNS + 1, dtype=tf.int64) < num_columns,
+                       class_bits, _i64(0))
+  classes = _read(words, class_start + tf.math.cumsum(class_len, exclusive=True),
+                  class_len)[:num_columns]
+  run_start = class_start + num_columns * class_bits
   run_precision, run_freqs, value_start, run_ok = read_table(
       words, run_start, run_contexts, alphabet_r, MAX_RUN_CONTEXTS, ALPHABET)
   value_precision, value_freqs, states_start, value_ok = read_table(
@@ -1011,7 +1204,8 @@ def _parse(data, num_elements):
       num_lanes=num_lanes, run_contexts=run_contexts,
       value_contexts=value_contexts, value_rows=value_rows, sign_mode=sign_mode,
       alphabet_r=alphabet_r, alphabet_m=alphabet_m, alphabet_v=alphabet_v,
-      run_thresholds=run_thresholds, value_thresholds=value_thresholds,
+      row_length=row_length, transposed=transposed, class_bits=class_bits,
+      classes=classes, run_thresholds=run_thresholds, value_thresholds=value_thresholds,
       run_precision=run_precision, run_freqs=run_freqs,
       value_precision=value_precision, value_freqs=value_freqs,
       states_start=states_start, side_bits=side_bits, word_start=word_start,
@@ -1144,7 +1338,30 @@ def _decode_context_rans(data, num_elements):
   dense = tf.sparse.to_dense(
       tf.SparseTensor(index[:keep, tf.newaxis], value[:keep], tf.reshape(n, [1])),
       validate_indices=False)
-  return dense, ok
+  values, classes_ok = _restore_order(dense, f)
+  ok &= classes_ok
+  return tf.where(ok, values, tf.zeros_like(values)), ok
+
+
+def _restore_order(coded, f):
+  """The values in index order from the coded order; `ok`: canonical classes."""
+  matrix = tf.reshape(coded, tf.stack([-1, tf.maximum(f['row_length'], 1)]))
+  matrix = tf.cond(f['transposed'],
+                   lambda: tf.reshape(coded, tf.stack([tf.maximum(f['row_length'], 1), -1])),
+                   lambda: matrix)
+  num_classes = tf.bitwise.left_shift(_i64(1), f['class_bits'])
+
+  def ungroup():
+    classes = f['classes']
+    ungrouped = tf.gather(matrix, tf.math.invert_permutation(column_order(classes)),
+                          axis=1)
+    # Canonical: the classes are those of the decoded columns.
+    expected = column_classes(ungrouped, num_classes)
+    return ungrouped, tf.reduce_all(tf.equal(expected, classes))
+
+  matrix, ok = tf.cond(f['class_bits'] > 0, ungroup, lambda: (matrix, tf.constant(True)))
+  matrix = tf.cond(f['transposed'], lambda: tf.transpose(matrix), lambda: matrix)
+  return tf.reshape(matrix, [-1]), ok
 
 
 def _decode(data, num_elements, block_size):
@@ -1190,13 +1407,9 @@ def decode_from_bytes(data, num_elements,
     scalar bool that is False when the data is truncated, corrupted or not in
     canonical form (then `values` is all zeros).
   """
-  if tf.executing_eagerly():
-    values, ok = _traced_decode(int(block_size))(
-        tf.convert_to_tensor(data, tf.uint8), tf.cast(num_elements, tf.int64))
-    if isinstance(num_elements, int):
-      values = tf.ensure_shape(values, [num_elements])
-    return values, ok
-  values, ok = _decode(data, num_elements, block_size)
+  values, ok = _traced_decode(int(block_size))(
+      tf.reshape(tf.convert_to_tensor(data, tf.uint8), [-1]),
+      tf.cast(num_elements, tf.int64))
   if isinstance(num_elements, int):
     values = tf.ensure_shape(values, [num_elements])
   return values, ok

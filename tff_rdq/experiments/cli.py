@@ -2,6 +2,8 @@
 
   tff-rdq run CONFIG [--set section.key=value ...] [--no-progress] [--workers H:P,...]
   tff-rdq compare CONFIG [--set section.key=value ...] [--no-progress]
+  tff-rdq reproduce CONFIG [--set section.key=value ...] [--no-progress] [--report-only]
+                    [--docs-dir DIR]
   tff-rdq methods
   tff-rdq frontier RUN_DIR
   tff-rdq prepare-data [--source local|sotu] [--cache-dir DIR]
@@ -42,6 +44,18 @@ def _parser() -> argparse.ArgumentParser:
   compare.add_argument('--set', dest='overrides', action='append', default=[],
                        metavar='SECTION.KEY=VALUE', help='override a base config value')
   compare.add_argument('--no-progress', action='store_true', help='no progress bar')
+  reproduce = commands.add_parser(
+      'reproduce', help='run the reproduction sweep and write its claims report')
+  reproduce.add_argument('config', help='a TOML file with [[setting]] tables, e.g. '
+                         'configs/reproduce_local.toml')
+  reproduce.add_argument('--set', dest='overrides', action='append', default=[],
+                         metavar='SECTION.KEY=VALUE', help='override a base config value')
+  reproduce.add_argument('--no-progress', action='store_true', help='no progress bar')
+  reproduce.add_argument('--report-only', action='store_true',
+                         help='only write the report from the results saved so far')
+  reproduce.add_argument('--docs-dir', default='docs/reproduction',
+                         help='where results are copied and the report is written '
+                         '(the report is DIR.md); default docs/reproduction')
   commands.add_parser('methods', help='list the aggregation methods')
   frontier = commands.add_parser(
       'frontier', help='rate-distortion sweep over the client updates a run saved')
@@ -116,6 +130,16 @@ def main(argv=None) -> int:
       out_dir = compare.compare(args.config, args.overrides, progress=not args.no_progress)
       print((out_dir / 'comparison.md').read_text())
       print(f'results in {out_dir}')
+      return 0
+    if args.command == 'reproduce':
+      from tff_rdq.experiments import reproduce  # pylint: disable=g-import-not-at-top
+      if args.report_only:
+        _, runs = reproduce.load(args.config, args.overrides)
+        path = reproduce.report(runs, args.docs_dir)
+      else:
+        path = reproduce.sweep(args.config, args.overrides, progress=not args.no_progress,
+                               docs_dir=args.docs_dir)
+      print(f'report in {path}')
       return 0
     config = config_lib.load(args.config, args.overrides)
     workers = tuple(w for w in args.workers.split(',') if w)

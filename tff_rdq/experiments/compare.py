@@ -2,7 +2,8 @@
 
 A compare config is an experiment config (see `tff_rdq.experiments.config`) plus an
 array of `[[sweep]]` tables, each naming a method and the list of settings to
-run it at; every setting is merged into `[aggregator]`:
+run it at; every setting is merged into `[aggregator]`, except dotted keys,
+which override that section of the experiment (e.g. `"training.seed" = 1`):
 
   [[sweep]]
   method = "rdq"
@@ -11,6 +12,10 @@ run it at; every setting is merged into `[aggregator]`:
   [[sweep]]
   method = "qsgd"
   settings = [{options = {levels = 2}}, {options = {levels = 8}}]
+
+  [[sweep]]
+  method = "mean"
+  settings = [{}, {"training.seed" = 1}]
 
 `compare(path)` runs every (method, setting) as its own experiment under
 `output.root_dir/NAME/LABEL` (so each is resumable, and a rerun skips the
@@ -21,7 +26,6 @@ each with the Pareto front (no other run has both fewer bits and a better
 value) marked.
 """
 
-import copy
 import csv
 import json
 import pathlib
@@ -47,20 +51,50 @@ def _label(method: str, setting: dict) -> str:
   return '_'.join(parts).replace('/', '-').replace(' ', '')
 
 
-def load(path, overrides=()) -> tuple[config_lib.ExperimentConfig, list]:
-  """The base config and the list of `(label, config)` runs; `ConfigError` if bad."""
+def read_toml(path) -> dict:
+  """The parsed TOML document at `path`; `ConfigError` if missing or invalid."""
   path = pathlib.Path(path)
   if not path.is_file():
     raise config_lib.ConfigError(f'config file {path} does not exist.')
   try:
-    raw = tomllib.loads(path.read_text())
+    return tomllib.loads(path.read_text())
   except tomllib.TOMLDecodeError as e:
     raise config_lib.ConfigError(f'{path} is not valid TOML: {e}.') from None
+
+
+def load(path, overrides=()) -> tuple[config_lib.ExperimentConfig, list]:
+  """The base config and the list of `(label, config)` runs; `ConfigError` if bad."""
+  path = pathlib.Path(path)
+  raw = read_toml(path)
   sweeps = raw.pop('sweep', None)
-  if not isinstance(sweeps, list) or not sweeps:
-    raise config_lib.ConfigError(f'{path}: needs at least one [[sweep]] table.')
   raw.setdefault('name', path.stem)
   base = config_lib.from_raw(raw, overrides)
+  return base, expand_sweeps(base, sweeps, where=str(path))
+
+
+def apply_dotted(raw: dict, overrides: dict, where: str) -> dict:
+  """`raw` (a config as `config_lib.to_dict` gives it) with `section.key = value`
+  overrides applied; `ConfigError` naming a key without a section."""
+  raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+  for key, value in overrides.items():
+    section, dot, field = key.partition('.')
+    if not dot or not field or '.' in field:
+      raise config_lib.ConfigError(f'{where}: {key!r} is not a section.key override.')
+    if not isinstance(raw.get(section), dict):
+      raise config_lib.ConfigError(
+          f'{where}: {key!r}: unknown section [{section}]; sections are '
+          f'{sorted(k for k, v in raw.items() if isinstance(v, dict))}.')
+    raw[section][field] = value
+  return raw
+
+
+def expand_sweeps(base: config_lib.ExperimentConfig, sweeps, where: str) -> list:
+  """The `(label, config)` runs of `[[sweep]]` tables (module doc) on `base`.
+
+  Each run is named by its label and lives under `base.output.root_dir/base.name`.
+  """
+  if not isinstance(sweeps, list) or not sweeps:
+    raise config_lib.ConfigError(f'{where}: needs at least one [[sweep]] table.')
   runs = []
   for i, sweep in enumerate(sweeps):
     unknown = set(sweep) - {'method', 'settings'}
@@ -71,18 +105,19 @@ def load(path, overrides=()) -> tuple[config_lib.ExperimentConfig, list]:
     if not isinstance(settings, list) or not all(isinstance(s, dict) for s in settings):
       raise config_lib.ConfigError(f'sweep[{i}].settings: must be a list of tables.')
     for setting in settings:
-      aggregator = dict(config_lib.to_dict(base)['aggregator'], method=sweep['method'], **setting)
-      checked = config_lib.from_dict({'aggregator': aggregator}).aggregator
-      run = copy.deepcopy(base)
-      run.aggregator = checked
+      raw = config_lib.to_dict(base)
+      aggregator = {k: v for k, v in setting.items() if '.' not in k}
+      raw['aggregator'].update(method=sweep['method'], **aggregator)
+      raw = apply_dotted(raw, {k: v for k, v in setting.items() if '.' in k},
+                         f'sweep[{i}]')
       label = _label(sweep['method'], setting)
-      run.name = label
-      run.output.root_dir = str(pathlib.Path(base.output.root_dir) / base.name)
-      runs.append((label, run))
+      raw['name'] = label
+      raw['output']['root_dir'] = str(pathlib.Path(base.output.root_dir) / base.name)
+      runs.append((label, config_lib.from_dict(raw)))
   labels = [label for label, _ in runs]
   if len(set(labels)) != len(labels):
-    raise config_lib.ConfigError(f'{path}: two sweep settings give the same run {labels}.')
-  return base, runs
+    raise config_lib.ConfigError(f'{where}: two sweep settings give the same run {labels}.')
+  return runs
 
 
 def pareto_front(points: list[tuple[float, float]], higher_is_better: bool) -> list[bool]:
@@ -141,6 +176,14 @@ def write_outputs(rows: list[dict], out_dir: pathlib.Path) -> None:
 
 def _plot(rows, path, key, label, higher_is_better, log_y):
   fig, ax = plt.subplots(figsize=(8, 5))
+  plot_on(ax, rows, key, label, higher_is_better, log_y)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def plot_on(ax, rows, key, label, higher_is_better, log_y):
+  """One line per method of `key` against mean bits per parameter, Pareto front marked."""
   methods = sorted({r['method'] for r in rows})
   for method in methods:
     points = sorted((r['mean_bits_per_parameter'], r[key]) for r in rows if r['method'] == method)
@@ -158,6 +201,3 @@ def _plot(rows, path, key, label, higher_is_better, log_y):
   ax.set_xlabel('mean bits per parameter (log)')
   ax.set_ylabel(label)
   ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)

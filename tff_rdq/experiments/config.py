@@ -17,6 +17,7 @@ from typing import Any
 from tff_rdq import codecs
 from tff_rdq import data as data_lib
 from tff_rdq import validation
+from tff_rdq.aggregators import quantize_encode
 from tff_rdq.aggregators import step_control
 from tff_rdq.quantizers import uniform
 
@@ -69,6 +70,14 @@ class AggregatorConfig:
   rounding: str = 'uniform'
   normalization: str = 'none'
   codec: str = 'elias_gamma'
+  # `bytes`: real payloads. `count` (elias_gamma only): exact closed-form bit
+  # counts and no encoding or decoding, a simulation shortcut with no wire
+  # format; every reported figure is the same (tff_rdq.aggregators.quantize_encode).
+  transport: str = 'bytes'
+  # Each client's message carries a 32-bit checksum that the server verifies
+  # (counted in the bits). false: no checksum, only for a transport that
+  # already guarantees integrity (tff_rdq.aggregators.compressed).
+  integrity: bool = True
   # How rdq chooses its step each round: `fixed` (step_size), or one of
   # `schedule`, `lagrangian`, `global_vote`, `bit_budget` built from
   # `step_control_options` (see tff_rdq.aggregators.step_control), e.g.
@@ -110,6 +119,7 @@ _CHOICES = {
     'aggregator.rounding': uniform.ROUNDINGS,
     'aggregator.normalization': uniform.NORMALIZATIONS,
     'aggregator.codec': codecs.CODEC_NAMES,
+    'aggregator.transport': quantize_encode.TRANSPORTS,
     'aggregator.step_control': tuple(step_control.CONTROLS),
 }
 _POSITIVE = {

@@ -126,9 +126,9 @@ def quantize_update(flat, step, rounding, codec, normalization='rms'):
   compressor = quantize_encode.QuantizeEncodeCompressor(
       size, rounding=rounding, normalization=normalization, codec=codec)
   tensors = [tf.constant(v) for v in flat]
-  step_tensor = compressor.client_params(compressor.initial_state())
-  streams, diagnostics = compressor.encode(tensors, step_tensor)
-  _, quantized = compressor.quantize(tensors, step_tensor)
+  params = compressor.client_params(compressor.initial_state())
+  streams, diagnostics = compressor.encode(tensors, params)
+  _, quantized = compressor.quantize(tensors, params['step'], params['nonce'])
   integers = [q.numpy() for _, _, q in quantized]
   return dict(
       step_size=size,

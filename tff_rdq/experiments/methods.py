@@ -44,7 +44,8 @@ def build_factory(config: AggregatorConfig) -> tff.aggregators.WeightedAggregati
     try:
       return quantize_encode.QuantizeEncodeFactory(
           step_size, rounding=config.rounding, normalization=config.normalization,
-          codec=config.codec, step_control=control)
+          codec=config.codec, step_control=control, transport=config.transport,
+          integrity=config.integrity)
     except (TypeError, ValueError) as e:
       raise ConfigError(f'aggregator: {e}') from None
   if config.method == 'mean':
@@ -54,6 +55,6 @@ def build_factory(config: AggregatorConfig) -> tff.aggregators.WeightedAggregati
     raise ConfigError(
         f'aggregator.method: unknown method {config.method!r}; choose one of {method_names()}.')
   try:
-    return registry[config.method](**config.options)
+    return registry[config.method](**{'integrity': config.integrity, **config.options})
   except (TypeError, ValueError) as e:
     raise ConfigError(f'aggregator.options={config.options!r} for {config.method}: {e}') from None

@@ -6,8 +6,10 @@ This package runs each of them through `tff_rdq.aggregators.compressed` as a
 one reports `bits_per_parameter`, `uplink_bits`, `side_info_bits`,
 `distortion`, `sparsity`, `clients` and `dropped_clients` computed the same
 way as for our own method: the bits are 8 x the byte length of the
-`tf.string` per tensor that each client actually sends, and the server
-decodes each client from those bytes alone before summing. The numbers (the
+`tf.string` per tensor that each client actually sends (plus the status
+byte, checksum and weight of `compressed`'s message), and the server
+verifies and decodes each client from those bytes alone before summing; a
+decoded value that is not finite stops the round like any corrupted payload. The numbers (the
 quantized values and the reconstruction) are produced by TFF's and
 tensor_encoding's own code; this package only serializes what they output.
 
@@ -38,7 +40,8 @@ a client's update that is exactly zero (for our method this is the fraction
 of zero symbols; min/max quantization and rotated methods rarely produce
 exact zeros).
 
-`TFF_BUILTINS` maps a name to a function `(**knobs) -> weighted factory`:
+`TFF_BUILTINS` maps a name to a function `(**knobs) -> weighted factory`
+(each also takes `integrity`, default True: the message checksum):
 
   tff_uniform                 `bits` (1..16, default 8), `threshold` (20000),
                               `stochastic` (True)
@@ -69,29 +72,32 @@ from tff_rdq.baselines.tff_builtin.tensor_encoding import uniform_encoder_fn
 from tff_rdq.baselines.tff_builtin.tff_internals import TFF_VERSION
 
 
-def _tff_uniform(bits: int = 8, threshold: int = 20000, stochastic: bool = True):
-  return EncodedUniformFactory(bits, threshold, stochastic=stochastic)
+def _tff_uniform(bits: int = 8, threshold: int = 20000, stochastic: bool = True,
+                 integrity: bool = True):
+  return EncodedUniformFactory(bits, threshold, stochastic=stochastic, integrity=integrity)
 
 
-def _tff_hadamard(bits: int = 8, threshold: int = 20000):
-  return EncodedHadamardFactory(bits, threshold)
+def _tff_hadamard(bits: int = 8, threshold: int = 20000, integrity: bool = True):
+  return EncodedHadamardFactory(bits, threshold, integrity=integrity)
 
 
 def _tff_discretization(bits: int = 8, l2_clip: float = 1.0, num_clients: int = 1,
                         modclip_prob: float = 1e-6, scale_factor=None,
-                        stochastic: bool = True, clip: bool = True, seed=None):
+                        stochastic: bool = True, clip: bool = True, seed=None,
+                        integrity: bool = True):
   factory = HadamardDiscretizationFactory(
       bits, l2_clip=l2_clip, num_clients=num_clients, modclip_prob=modclip_prob,
-      scale_factor=scale_factor, stochastic=stochastic, seed=seed)
+      scale_factor=scale_factor, stochastic=stochastic, seed=seed, integrity=integrity)
   if not clip:
     return factory
   return flatten_measurements(tff.aggregators.clipping_factory(l2_clip, factory))
 
 
 def _tff_compression_aggregator(bits: int = 8, zeroing: bool = True, clipping: bool = True,
-                                stochastic: bool = True):
+                                stochastic: bool = True, integrity: bool = True):
   return measured_compression_aggregator(
-      zeroing=zeroing, clipping=clipping, bits=bits, stochastic=stochastic)
+      zeroing=zeroing, clipping=clipping, bits=bits, stochastic=stochastic,
+      integrity=integrity)
 
 
 TFF_BUILTINS = {

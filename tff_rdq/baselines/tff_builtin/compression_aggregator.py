@@ -4,8 +4,8 @@
 rebuilt with TFF's own adaptive zeroing and clipping factories around
 `EncodedUniformFactory(8, 20000)` instead of `MeanFactory(EncodedSumFactory
 .quantize_above_threshold(8, 20000))`; its results equal the real one's (the
-tests check this). Its bits are those of `EncodedUniformFactory` plus the 32
-bits of the weight. Zeroing and clipping run on the clients before encoding
+tests check this). Its bits are those of `EncodedUniformFactory` (the streams,
+and the status byte, checksum and weight of `compressed`). Zeroing and clipping run on the clients before encoding
 and cost no uplink bits here (their count and norm estimates are
 measurements, sent through TFF's own sums as in the original).
 
@@ -97,7 +97,8 @@ def flatten_measurements(factory):
 
 def measured_compression_aggregator(*, zeroing: bool = True, clipping: bool = True,
                                     weighted: bool = True, bits: int = 8, flat: bool = True,
-                                    debug_measurements_fn=None, **kwargs):
+                                    debug_measurements_fn=None, integrity: bool = True,
+                                    **kwargs):
   """`tff.learning.compression_aggregator`, measured (see module doc).
 
   Args:
@@ -108,6 +109,7 @@ def measured_compression_aggregator(*, zeroing: bool = True, clipping: bool = Tr
     bits: Quantization bits; TFF's compression aggregator uses 8.
     flat: Flatten the zeroing/clipping measurements (`flatten_measurements`).
     debug_measurements_fn: Not supported (must be None).
+    integrity: The message checksum of `tff_rdq.aggregators.compressed`.
     **kwargs: Passed to the encoders like TFF's `**kwargs` (`stochastic`).
 
   Returns:
@@ -118,10 +120,10 @@ def measured_compression_aggregator(*, zeroing: bool = True, clipping: bool = Tr
   encoder_fn = tensor_encoding.uniform_encoder_fn(bits, 20000, **kwargs)
   name = f'uniform_quantization({bits}) above 20000'
   if weighted:
-    factory = tensor_encoding.MeasuredEncodedMeanFactory(encoder_fn, name)
+    factory = tensor_encoding.MeasuredEncodedMeanFactory(encoder_fn, name, integrity=integrity)
   else:
     factory = tff.aggregators.UnweightedMeanFactory(
-        tensor_encoding.MeasuredEncodedSumFactory(encoder_fn, name))
+        tensor_encoding.MeasuredEncodedSumFactory(encoder_fn, name, integrity=integrity))
   # TFF's own wrappers, exactly as `compression_aggregator` applies them.
   if clipping:
     factory = tff_internals.default_clipping(factory)

@@ -183,6 +183,7 @@ class DiscretizationCompressor(compressor.Compressor):
       ok &= body_ok & (tf.size(data) > _shared.SEED_BYTES)
       reconstruction = self._dequantize(
           tf.cast(residues, tf.int32), self.scale(size), seed, size)
+      ok &= tf.reduce_all(tf.math.is_finite(reconstruction))
       values.append(reconstruction)
       zeros += _shared.reconstruction_zeros(reconstruction)
       side_bits += 8 * _shared.SEED_BYTES
@@ -192,6 +193,7 @@ class DiscretizationCompressor(compressor.Compressor):
 class HadamardDiscretizationFactory(_shared.PreparingMeanFactory):
   """TFF's rotation + discretization for a b-bit secure sum, measured (module doc)."""
 
-  def __init__(self, bits: int = 8, **kwargs):
-    """Args: `bits` and the keyword arguments of `DiscretizationCompressor`."""
-    super().__init__(DiscretizationCompressor(bits, **kwargs))
+  def __init__(self, bits: int = 8, *, integrity: bool = True, **kwargs):
+    """Args: `bits`, `integrity` (the message checksum of `compressed`) and the
+    keyword arguments of `DiscretizationCompressor`."""
+    super().__init__(DiscretizationCompressor(bits, **kwargs), integrity=integrity)

@@ -36,6 +36,10 @@ accumulate, where server state is out of reach, so the client echoes it; the
 against the payload (under 0.2 % of any tensor above the default threshold of
 20,000 elements, at 2 bits or more).
 
+The decoder rejects a string of the wrong length and a reconstruction that is
+not finite (a corrupted `min_max` pair, say), which stops the round like any
+corrupted payload; `compressed`'s checksum (on by default) catches the rest.
+
 `EncodedUniformFactory(bits, threshold=20000)`: `encoder_fn` is exactly that of
 `tff.aggregators.EncodedSumFactory.quantize_above_threshold(bits, threshold)`
 (TFF's own): `te.encoders.uniform_quantization(bits)` (min/max of the tensor,
@@ -216,6 +220,8 @@ class TensorEncodingCompressor(compressor.Compressor):
         encoded[key] = _from_bytes(data[offset:offset + _num_bytes(spec)], spec)
         offset += _num_bytes(spec)
       reconstruction = layout.reconstruct(encoded, before, after)
+      # A corrupted min/max (or value) decodes into NaN or Inf: corrupt.
+      ok &= tf.reduce_all(tf.math.is_finite(reconstruction))
       values.append(reconstruction)
       zeros += _shared.reconstruction_zeros(reconstruction)
       side_bits += 8 * layout.side_info_bytes
@@ -245,34 +251,39 @@ def hadamard_encoder_fn(bits: int, threshold: int = 20000):
 
 
 class MeasuredEncodedMeanFactory(_shared.PreparingMeanFactory):
-  """Weighted mean through per-tensor `GatherEncoder`s from `encoder_fn`."""
+  """Weighted mean through per-tensor `GatherEncoder`s from `encoder_fn`.
 
-  def __init__(self, encoder_fn, name: str = 'tensor_encoding'):
-    super().__init__(TensorEncodingCompressor(encoder_fn, name))
+  `integrity=False` drops the message checksum (`compressed`'s module doc).
+  """
+
+  def __init__(self, encoder_fn, name: str = 'tensor_encoding', *, integrity: bool = True):
+    super().__init__(TensorEncodingCompressor(encoder_fn, name), integrity=integrity)
 
 
 class MeasuredEncodedSumFactory(_shared.PreparingSumFactory):
-  """Sum through per-tensor `GatherEncoder`s from `encoder_fn`."""
+  """Sum through per-tensor `GatherEncoder`s from `encoder_fn` (`integrity` as above)."""
 
-  def __init__(self, encoder_fn, name: str = 'tensor_encoding'):
-    super().__init__(TensorEncodingCompressor(encoder_fn, name))
+  def __init__(self, encoder_fn, name: str = 'tensor_encoding', *, integrity: bool = True):
+    super().__init__(TensorEncodingCompressor(encoder_fn, name), integrity=integrity)
 
 
 class EncodedUniformFactory(MeasuredEncodedMeanFactory):
   """TFF's `quantize_above_threshold` uniform quantization, measured (module doc)."""
 
-  def __init__(self, bits: int = 8, threshold: int = 20000, **kwargs):
-    """Args: `bits` (1..16), `threshold`, and TFF's `**kwargs` (`stochastic`)."""
+  def __init__(self, bits: int = 8, threshold: int = 20000, *, integrity: bool = True,
+               **kwargs):
+    """Args: `bits` (1..16), `threshold`, `integrity` (the message checksum) and
+    TFF's `**kwargs` (`stochastic`)."""
     super().__init__(uniform_encoder_fn(bits, threshold, **kwargs),
-                     f'uniform_quantization({bits}) above {threshold}')
+                     f'uniform_quantization({bits}) above {threshold}', integrity=integrity)
     self.bits, self.threshold = bits, threshold
 
 
 class EncodedHadamardFactory(MeasuredEncodedMeanFactory):
   """tensor_encoding's Hadamard quantization above a threshold, measured."""
 
-  def __init__(self, bits: int = 8, threshold: int = 20000):
+  def __init__(self, bits: int = 8, threshold: int = 20000, *, integrity: bool = True):
     super().__init__(hadamard_encoder_fn(bits, threshold),
-                     f'hadamard_quantization({bits}) above {threshold}')
+                     f'hadamard_quantization({bits}) above {threshold}', integrity=integrity)
     self.bits, self.threshold = bits, threshold
 
