@@ -215,6 +215,19 @@ def _model(values):
   return (run_cls, mag_cls, rs, mc, neg, model, mantissa_bits), estimate
 
 
+def _order(values, width, transposed, num_classes):
+  """`(model of _model, classes or None, estimate)` of one coded order."""
+  matrix = values.reshape(-1, max(width, 1))
+  if transposed:
+    matrix = matrix.T
+  classes = None
+  if num_classes > 1:
+    classes = column_classes(matrix, num_classes)
+    matrix = matrix[:, np.argsort(classes, kind='stable')]
+  chosen, estimate = _model(np.ascontiguousarray(matrix).reshape(-1))
+  return chosen, classes, estimate
+
+
 def _encode_context_rans(values, lane_overhead):
   """`(bytes, side information bits)` of this format."""
   values = np.asarray(values, np.int64).reshape(-1)
@@ -222,25 +235,25 @@ def _encode_context_rans(values, lane_overhead):
   if n == 0:
     return bytes([0x80, 0, 0, 0, 0]), 40
   width = row_length_candidate(values)
-  best = None
-  for order, (transposed, num_classes) in enumerate(
-      ((False, 1), (False, 16), (True, 1), (True, 16))):
-    if order and not width:
-      continue
-    matrix = values.reshape(-1, max(width, 1))
-    if transposed:
-      matrix = matrix.T
-    classes, side = None, 0
-    if num_classes > 1:
-      if matrix.shape[1] > 65535:
-        continue
-      classes = column_classes(matrix, num_classes)
-      matrix = matrix[:, np.argsort(classes, kind='stable')]
-      side = matrix.shape[1] * 4
-    chosen, estimate = _model(np.ascontiguousarray(matrix).reshape(-1))
-    if best is None or estimate + side < best[0]:
-      best = (estimate + side, chosen, order, transposed, num_classes, classes)
-  estimate, chosen, order, transposed, num_classes, classes = best
+  orders = ((False, 1), (False, 16), (True, 1), (True, 16))
+  order = 0
+  if width:
+    # Compare the orders on every stride-th row (about 2**18 values).
+    rows = len(values) // width
+    target = max((1 << 18) // width, 1)
+    stride = max((rows + target - 1) // target, 1)
+    sample = values.reshape(rows, width)[::stride]
+    costs = []
+    for transposed, num_classes in orders:
+      _, _, estimate = _order(sample.reshape(-1), width, transposed, num_classes)
+      cost = estimate * rows // len(sample)
+      if num_classes > 1:
+        columns = rows if transposed else width
+        cost = cost + columns * 4 if columns <= 65535 else 1 << 60
+      costs.append(cost)
+    order = int(np.argmin(costs))
+  transposed, num_classes = orders[order]
+  chosen, classes, estimate = _order(values, width, transposed, num_classes)
   row_length = width if order else 0
   run_cls, mag_cls, rs, mc, neg, model, mantissa_bits = chosen
   (run_cost, g_r, b_r), (value_cost, g_v, s, b_v), a_r, a_m = model

@@ -156,6 +156,25 @@ def test_runs_inside_federated_computation():
     decode(stream[:-3])
 
 
+def test_general_paths_run_inside_federated_computation():
+  # Values beyond the fast paths (|v| >= 2**16, INT32_MIN, codewords longer
+  # than 32 bits) run the general encoder and the general decoding loop.
+  values = np.zeros(3000, np.int32)
+  values[[0, 5, 1023, 1024, 2000, 2999]] = [INT32_MAX, -2**31, 70000, -1, 3, 2**20]
+  medium = np.zeros(3000, np.int32)
+  medium[[10, 1500, 2990]] = [-60000, 40000, 7]  # fast, with 64-bit codewords
+
+  @tff.tensorflow.computation(tff.TensorType(np.int32, [3000]))
+  def round_trip(x):
+    stream = elias_gamma.encode(x, 1024)
+    return stream, elias_gamma.decode(stream, 3000, 1024)
+
+  for case in (values, medium):
+    stream, decoded = round_trip(case)
+    np.testing.assert_array_equal(decoded, _expected(case))
+    assert stream == elias_gamma.encode(tf.constant(case), 1024).numpy()
+
+
 def test_many_random_streams_match_tfc():
   # Covers streams that end exactly on a 64-bit word boundary, with and
   # without a trailing run (a field of length 0 at the very end).
@@ -322,11 +341,11 @@ def test_accepted_streams_are_exactly_the_encodings():
   rng = np.random.default_rng(2027)
   accepted = 0
   for case in range(300):
-    n = int(rng.integers(1, 200))
-    block = int(rng.choice([1, 3, 16, 64, 256]))
+    # Few shapes: each (n, block) traces the decoder once.
+    n, block = [(37, 1), (150, 16), (150, 64), (200, 256)][case % 4]
     values = np.round(rng.laplace(size=n) * rng.choice([0.2, 2.0, 50.0])).astype(np.int32)
     data = bytearray(elias_gamma.encode(tf.constant(values), block).numpy())
-    kind = case % 4
+    kind = case // 4 % 4
     if kind == 0:  # bit flips, header included
       for _ in range(int(rng.integers(1, 4))):
         position = int(rng.integers(len(data) * 8))

@@ -49,7 +49,7 @@ fast path (a static length with int32 bit offsets, blocks of at most
 `_FAST_MAX_BLOCK` values, `|v| <= _FAST_MAX_MAGNITUDE`) computes every
 codeword with a handful of int32 operations, its bit offset with one prefix
 sum, and writes 32-bit words with one sorted segment sum. Decoding runs the
-blocks as parallel lanes, one codeword per lane and loop step (two steps per
+blocks as parallel lanes, one codeword per lane and step (two steps per
 loop iteration); the fast loop reads each codeword from one 64-bit window of
 a row-major copy of the block streams (in one step the lanes read
 neighbouring memory) and hands lanes with a rare codeword (|v| of 2**16 or
@@ -541,6 +541,8 @@ def _decode_from_bytes(
 # The fast decoder reads gamma(run) and the sign from one 64-bit window:
 # runs below 2**15.
 _FAST_MAX_RUN_BLOCK = 2**15 - 2
+# Codewords per lane decoded in one iteration of the fast decoding loop.
+_DECODE_UNROLL = 2
 
 
 def _ctz(window: tf.Tensor) -> tf.Tensor:
@@ -653,14 +655,12 @@ def _decode_lanes_fast(words, block_start_bit, block_end_bit, block_len, lane_ba
     return r, pos, go & (new_pos < blen), index, tf.where(emit, value, zero)
 
   def body(step, r, pos, act, index_array, value_array):
-    # Two codewords per loop step: half the loop's own overhead.
-    r, pos, act, index, value = decode_step(r, pos, act)
-    index_array = index_array.write(step, index)
-    value_array = value_array.write(step, value)
-    r, pos, act, index, value = decode_step(r, pos, act)
-    index_array = index_array.write(step + 1, index)
-    value_array = value_array.write(step + 1, value)
-    return step + 2, r, pos, act, index_array, value_array
+    # Several codewords per loop iteration: less of the loop's own overhead.
+    for i in range(_DECODE_UNROLL):
+      r, pos, act, index, value = decode_step(r, pos, act)
+      index_array = index_array.write(step + i, index)
+      value_array = value_array.write(step + i, value)
+    return step + _DECODE_UNROLL, r, pos, act, index_array, value_array
 
   # Row 0 is a placeholder, so that `stack` is defined without steps.
   step, r, pos, _, index_array, value_array = tf.while_loop(
@@ -671,7 +671,7 @@ def _decode_lanes_fast(words, block_start_bit, block_end_bit, block_len, lane_ba
            0, tf.zeros([lanes], i32)),
        tf.TensorArray(i32, size=1, dynamic_size=True, element_shape=[None]).write(
            0, tf.zeros([lanes], i32))),
-      maximum_iterations=block_size // 2 + 2)
+      maximum_iterations=block_size // _DECODE_UNROLL + 2)
   # Lanes that stopped early (pos < B) continue in the general loop, which
   # appends to the same arrays.
   return _decode_lanes_general(

@@ -126,6 +126,7 @@ PRECISION_FIELD_BITS = 4
 THRESHOLD_BITS = 6
 MARKER = 0x80
 HEADER_BITS = 104
+ORDER_SAMPLE_VALUES = 1 << 18
 MAX_COLUMNS = 65535
 COLUMN_CLASSES = 16  # The encoder's K when it groups columns.
 _HUGE = 1 << 60
@@ -835,22 +836,39 @@ def coded_matrix(values, row_length, transposed):
 
 
 def _variant(values, row_length, transposed: bool, num_classes: int):
-  """Symbols, model and estimated bits of one coded order (see `analyze`)."""
+  """Symbols, model and estimated bits of one coded order (see `analyze`).
+
+  `estimate` counts the coded data (`_estimate_bits`), not the class map.
+  """
   matrix = coded_matrix(values, row_length, transposed)
-  cols = tf.shape(matrix, out_type=tf.int64)[1]
   if num_classes > 1:
     classes = column_classes(matrix, num_classes)
     matrix = tf.gather(matrix, column_order(classes), axis=1)
-    side = cols * (num_classes.bit_length() - 1)
   else:
-    classes, side = tf.zeros([0], tf.int64), _i64(0)
+    classes = tf.zeros([0], tf.int64)
   s = _symbols(tf.reshape(matrix, [-1]))
   model = choose_model(s['run_symbol'], s['value_class'], s['negative'],
                        tf.size(s['run_symbol'], out_type=tf.int64))
   classes = tf.concat(
       [classes, tf.zeros([MAX_COLUMNS + 1 - tf.size(classes)], tf.int64)], 0)
-  return dict(symbols=s, model=model, estimate=_estimate_bits(s, model) + side,
+  return dict(symbols=s, model=model, estimate=_estimate_bits(s, model),
               classes=classes)
+
+
+def sample_rows(values, row_length):
+  """Every `s`-th row of the `n / W` by `W` matrix, flattened, and its row count.
+
+  `s = ceil(R / max(1, floor(2**18 / W)))` with `R = n / W` rows: about
+  `2**18` values on which the encoder compares the coded orders.
+  """
+  width = tf.maximum(row_length, 1)
+  matrix = tf.reshape(values, tf.stack([-1, width]))
+  rows = tf.shape(matrix, out_type=tf.int64)[0]
+  target = tf.maximum(ORDER_SAMPLE_VALUES // width, 1)
+  stride = tf.maximum((rows + target - 1) // target, 1)
+  sample = tf.strided_slice(matrix, tf.zeros([2], tf.int64), tf.stack([rows, width]),
+                            tf.stack([stride, _i64(1)]))
+  return tf.reshape(sample, [-1]), (rows + stride - 1) // stride
 
 
 def _estimate_bits(s, model):
@@ -863,16 +881,42 @@ def _estimate_bits(s, model):
 ORDERS = ((False, 1), (False, COLUMN_CLASSES), (True, 1), (True, COLUMN_CLASSES))
 
 
+def choose_order(values, row_length):
+  """Index into `ORDERS` of the coded order of smallest estimated size.
+
+  Each order is estimated on `sample_rows` (`_variant`'s estimate scaled by
+  `R / (sampled rows)`, rounded down) plus, with column classes, 4 bits per
+  column of the full matrix. Orders with classes and more than 65535 columns
+  are not candidates. The first on ties; 0 if `W = 0`.
+  """
+  n = tf.size(values, out_type=tf.int64)
+  width = tf.maximum(row_length, 1)
+  rows = n // width
+
+  def estimates():
+    sample, sampled_rows = sample_rows(values, row_length)
+    costs = []
+    for transposed, num_classes in ORDERS:
+      cost = _variant(sample, row_length, transposed, num_classes)['estimate']
+      cost = cost * rows // tf.maximum(sampled_rows, 1)
+      if num_classes > 1:
+        columns = rows if transposed else width
+        cost = tf.where(columns <= MAX_COLUMNS,
+                        cost + columns * (num_classes.bit_length() - 1), _i64(_HUGE))
+      costs.append(cost)
+    return _first_min(tf.stack(costs))
+
+  return tf.cond(row_length > 0, estimates, lambda: _i64(0))
+
+
 def analyze(values, lane_overhead: float = DEFAULT_LANE_OVERHEAD):
   """The model the encoder uses for `values`: order, symbols, contexts, tables.
 
   The coded order: with `W = row_length_candidate(values)`, the vector as an
   `n / W` by `W` matrix, as is or transposed, with its columns as they are or
-  grouped into 16 `column_classes` (`column_order`), read row by row: of the
-  (up to) four orders (`ORDERS`; only the vector as is if `W = 0`; grouping
-  only with at most 65535 columns) the one of smallest estimated size
-  (`choose_model`'s estimate plus mantissa bits plus 4 bits per column for
-  the classes), the first on ties.
+  grouped into 16 `column_classes` (`column_order`), read row by row; of the
+  (up to) four orders (`ORDERS`; only the vector as is if `W = 0`) the one
+  `choose_order` picks.
 
   Returns:
     A dict with `row_length` (`W`, or 0 for the vector as is), `transposed`,
@@ -883,24 +927,13 @@ def analyze(values, lane_overhead: float = DEFAULT_LANE_OVERHEAD):
     and `value_precision`/`value_freqs` `[8, 70]`.
   """
   values = _i64(tf.reshape(values, [-1]))
-  n = tf.size(values, out_type=tf.int64)
   width = row_length_candidate(values)
-  plain = _variant(values, width, False, 1)
-  variants = [plain]
-  for transposed, num_classes in ORDERS[1:]:
-    valid = width > 0
-    if transposed and num_classes > 1:
-      valid &= n // tf.maximum(width, 1) <= MAX_COLUMNS
-    variants.append(tf.cond(
-        valid,
-        lambda t=transposed, k=num_classes: _variant(values, width, t, k),
-        lambda: dict(plain, estimate=_i64(_HUGE))))
-  best = _first_min(tf.stack([v['estimate'] for v in variants]))
-  pick = lambda items: tf.gather(tf.stack(items), best)
-  s = {k: pick([v['symbols'][k] for v in variants]) for k in plain['symbols']}
-  model = {k: pick([v['model'][k] for v in variants]) for k in plain['model']}
-  estimate = pick([v['estimate'] for v in variants])
-  classes = pick([v['classes'] for v in variants])
+  best = choose_order(values, width)
+  chosen = tf.switch_case(
+      tf.cast(best, tf.int32),
+      [lambda t=t, k=k: _variant(values, width, t, k) for t, k in ORDERS])
+  s, model, estimate = chosen['symbols'], chosen['model'], chosen['estimate']
+  classes = chosen['classes']
   transposed = tf.gather(tf.constant([t for t, _ in ORDERS]), best)
   num_classes = tf.gather(tf.constant([k for _, k in ORDERS], tf.int64), best)
   row_length = tf.where(best > 0, width, _i64(0))
