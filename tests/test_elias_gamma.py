@@ -340,7 +340,7 @@ def test_accepted_streams_are_exactly_the_encodings():
   # Seeded fuzz: whatever is accepted re-encodes to the very same bytes.
   rng = np.random.default_rng(2027)
   accepted = 0
-  for case in range(300):
+  for case in range(200):
     # Few shapes: each (n, block) traces the decoder once.
     n, block = [(37, 1), (150, 16), (150, 64), (200, 256)][case % 4]
     values = np.round(rng.laplace(size=n) * rng.choice([0.2, 2.0, 50.0])).astype(np.int32)
@@ -364,4 +364,4 @@ def test_accepted_streams_are_exactly_the_encodings():
       assert elias_gamma.encode(tf.constant(decoded), block).numpy() == bytes(data)
     else:
       assert not np.any(decoded)
-  assert accepted < 150
+  assert accepted < 100

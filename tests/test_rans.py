@@ -529,8 +529,8 @@ def test_accepted_streams_are_exactly_the_encodings():
   # values for the header's (K, R, lanes).
   rng = np.random.default_rng(2028)
   accepted = 0
-  for case in range(200):
-    n = int(rng.integers(1, 150))
+  for case in range(120):
+    n = int(rng.integers(1, 100))
     values = np.round(rng.standard_cauchy(size=n) * rng.choice([0.3, 3.0])).clip(
         -2**31, 2**31 - 1).astype(np.int32)
     data = bytearray(_encode(values, lane_overhead=float(rng.choice([0.005, 0.5]))))
@@ -551,4 +551,4 @@ def test_accepted_streams_are_exactly_the_encodings():
       assert _reference_encode(decoded, lanes, central, limit)[0] == bytes(data)
     else:
       assert not np.any(decoded)
-  assert accepted < 100
+  assert accepted < 60
