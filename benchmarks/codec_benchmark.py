@@ -22,7 +22,6 @@ against tfc's encode+decode (`x tfc`) and our elias_gamma's (`x eg`, when it is 
 """
 
 import argparse
-import gc
 import json
 import os
 import sys
@@ -35,6 +34,7 @@ import tensorflow as tf
 import tensorflow_compression as tfc
 import tensorflow_federated as tff
 
+from tff_rdq import runtime
 from tff_rdq.codecs import elias_gamma
 from tff_rdq.codecs import rans
 
@@ -135,13 +135,9 @@ def main(argv=None):
 
   n, block, inner = args.size, args.block_size, args.inner
   codecs = ['elias_gamma', 'rans'] if args.codec == 'both' else [args.codec]
-  tff.backends.native.set_sync_local_cpp_execution_context()
-  try:
+  # The worker stops on leaving (after a long run it can ignore TFF's SIGINT).
+  with runtime.local_execution_context():
     _run(args, n, block, inner, codecs)
-  finally:
-    # Stop the TFF worker this process started.
-    tff.backends.native.set_sync_local_cpp_execution_context()
-    gc.collect()
 
 
 def _run(args, n, block, inner, codecs):

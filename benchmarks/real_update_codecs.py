@@ -39,7 +39,6 @@ Prints a markdown table of medians over updates per step (and per round with
 """
 
 import argparse
-import gc
 import json
 import os
 import pathlib
@@ -55,6 +54,7 @@ tf.get_logger().setLevel('ERROR')  # eager codecs trace once per tensor shape
 import tensorflow_compression as tfc
 import tensorflow_federated as tff
 
+from tff_rdq import runtime
 from tff_rdq.codecs import elias_gamma
 from tff_rdq.codecs import rans
 from tff_rdq.codecs import run_length_rans as rlr
@@ -282,13 +282,9 @@ def main(argv=None):
     updates = updates[:args.max_updates]
   if not updates:
     raise SystemExit('no saved updates selected')
-  tff.backends.native.set_sync_local_cpp_execution_context()
-  try:
+  # The worker stops on leaving (after a long run it can ignore TFF's SIGINT).
+  with runtime.local_execution_context():
     rows = _run(args, updates)
-  finally:
-    # Stop the TFF worker this process started.
-    tff.backends.native.set_sync_local_cpp_execution_context()
-    gc.collect()
   table = summarize(rows)
   print(f'\n{len(updates)} updates of {args.run_dir}; bits per parameter, medians over '
         'updates\n')

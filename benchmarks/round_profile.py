@@ -137,8 +137,7 @@ def _stages(compressor, sizes, before):
     if checked:
       c['verified'] = tf.equal(c['message']['checksum'], compressed.checksum(
           c['streams'], tf.logical_not(c['finite']), weight()))
-    c['payload'] = [compressor.read_payload(s, n, i)
-                    for i, (s, n) in enumerate(zip(c['streams'], sizes))]
+    c['payload'] = compressor.read_payloads(c['streams'], sizes)
 
   def dequantization(c):
     if before:

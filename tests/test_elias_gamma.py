@@ -365,3 +365,53 @@ def test_accepted_streams_are_exactly_the_encodings():
     else:
       assert not np.any(decoded)
   assert accepted < 100
+
+
+def test_decode_many_equals_separate_decodes_with_corruption():
+  # One decoding loop for several vectors: the same values and flags as
+  # separate calls, and a corrupt vector leaves the others intact.
+  rng = np.random.default_rng(77)
+  block = 64
+  sizes = [300, 1, 0, 2000, 70]
+  vectors = [np.round(rng.laplace(size=n) * s).astype(np.int32)
+             for n, s in zip(sizes, [3.0, 1.0, 1.0, 0.3, 40.0])]
+  vectors[3][:1500] = 0  # long zero runs, as in embedding rows
+  clean = [elias_gamma.encode(tf.constant(v), block).numpy() for v in vectors]
+  specs = [tf.TensorSpec([None], tf.uint8)] * len(sizes)
+
+  @tf.function(input_signature=specs)
+  def many(*datas):
+    return elias_gamma.decode_many(list(datas), sizes, block)
+
+  @tf.function(input_signature=specs)
+  def separate(*datas):
+    return [elias_gamma.decode_from_bytes(d, n, block) for d, n in zip(datas, sizes)]
+
+  def as_arrays(data):
+    return [tf.constant(np.frombuffer(d, np.uint8)) for d in data]
+
+  for result in many(*as_arrays(clean)):
+    assert bool(result[1])
+  for got, want in zip(many(*as_arrays(clean)), vectors):
+    np.testing.assert_array_equal(got[0], want)
+  rejected = 0
+  for case in range(40):
+    data = [bytearray(d) for d in clean]
+    victim = [0, 1, 3, 4][case % 4]
+    if case % 3 == 0:  # truncation or trailing bytes
+      data[victim] = (data[victim][:int(rng.integers(len(data[victim])))] if case % 2
+                      else data[victim] + b'\x00\x07')
+    else:  # bit flips
+      for _ in range(int(rng.integers(1, 3))):
+        position = int(rng.integers(len(data[victim]) * 8))
+        data[victim][position // 8] ^= 1 << (position % 8)
+    data = [bytes(d) for d in data]
+    got, want = many(*as_arrays(data)), separate(*as_arrays(data))
+    for i, ((values, ok), (want_values, want_ok)) in enumerate(zip(got, want)):
+      assert bool(ok) == bool(want_ok), (case, i)
+      np.testing.assert_array_equal(values, want_values)
+      if i != victim:
+        assert bool(ok)
+        np.testing.assert_array_equal(values, vectors[i])
+    rejected += not bool(got[victim][1])
+  assert rejected > 30

@@ -373,39 +373,52 @@ class QuantizeEncodeCompressor(compressor_lib.Compressor):
     return self._finish(flat_values, streams, payloads, tf.gather(squared_errors, chosen),
                         tf.gather(steps, chosen), collections.OrderedDict())
 
-  def read_payload(self, stream, size: int, index: int):
-    """Parses the payload of tensor `index` (module doc); never reads out of bounds.
+  def read_payloads(self, streams, sizes) -> list:
+    """Parses every tensor's payload (module doc); never reads out of bounds.
+
+    The codec decodes all tensors at once where it can (`decode_many`: one
+    decoding loop for every tensor's blocks).
 
     Returns:
-      `OrderedDict(integers, step, tensor_seed, fields, ok, side_info_bits)`:
-      the decoded `int32` vector of `size` integers, the float32 effective
-      step (1.0 where the sent one is not finite and positive), the
-      `[seed, index]` dither seed, the `uint8` bytes of the step control's
-      fields (tensor 0; empty otherwise), whether the payload decoded exactly
-      and the int64 side information bits (header, fields and codec tables).
+      Per tensor, `OrderedDict(integers, step, tensor_seed, fields, ok,
+      side_info_bits)`: the decoded `int32` vector of its `size` integers, the
+      float32 effective step (1.0 where the sent one is not finite and
+      positive), the `[seed, index]` dither seed, the `uint8` bytes of the
+      step control's fields (tensor 0; empty otherwise), whether the payload
+      decoded exactly and the int64 side information bits (header, fields and
+      codec tables).
     """
     if self.counts_bits:
-      return self._read_stand_in(stream, size, index)
-    header = self.header_bytes(index)
-    data = bitstream.string_to_bytes(stream)
-    # Zero padding keeps the fixed-size header reads in bounds for any input.
-    padded = tf.concat([data, tf.zeros([header + _SEED_BYTES], tf.uint8)], 0)
-    step = tf.bitcast(padded[:_STEP_BYTES], tf.float32)
-    seed = tf.bitcast(padded[_STEP_BYTES:_STEP_BYTES + _SEED_BYTES], tf.int32)
-    fields = padded[self.header_size:header]
-    body = data[header:]
-    integers, decoded_ok = self.codec.decode_from_bytes(body, size)
-    step_ok = tf.math.is_finite(step) & (step > 0)
-    return collections.OrderedDict(
-        integers=integers,
-        step=tf.where(step_ok, step, 1.0),
-        tensor_seed=tf.stack([seed, tf.constant(index, tf.int32)]),
-        fields=fields,
-        ok=decoded_ok & (tf.size(data) > header) & step_ok,
-        side_info_bits=8 * header + tf.cast(self.codec.side_info_bits(body, size), tf.int64))
+      return [self._read_stand_in(stream, size, i)
+              for i, (stream, size) in enumerate(zip(streams, sizes))]
+    heads, bodies = [], []
+    for index, stream in enumerate(streams):
+      header = self.header_bytes(index)
+      data = bitstream.string_to_bytes(stream)
+      # Zero padding keeps the fixed-size header reads in bounds for any input.
+      padded = tf.concat([data, tf.zeros([header + _SEED_BYTES], tf.uint8)], 0)
+      heads.append((header, data, padded))
+      bodies.append(data[header:])
+    decode_many = getattr(self.codec, 'decode_many', None)
+    decoded = (decode_many(bodies, sizes) if decode_many is not None else
+               [self.codec.decode_from_bytes(b, n) for b, n in zip(bodies, sizes)])
+    payloads = []
+    for index, ((header, data, padded), body, size, (integers, decoded_ok)) in enumerate(
+        zip(heads, bodies, sizes, decoded)):
+      step = tf.bitcast(padded[:_STEP_BYTES], tf.float32)
+      seed = tf.bitcast(padded[_STEP_BYTES:_STEP_BYTES + _SEED_BYTES], tf.int32)
+      step_ok = tf.math.is_finite(step) & (step > 0)
+      payloads.append(collections.OrderedDict(
+          integers=integers,
+          step=tf.where(step_ok, step, 1.0),
+          tensor_seed=tf.stack([seed, tf.constant(index, tf.int32)]),
+          fields=padded[self.header_size:header],
+          ok=decoded_ok & (tf.size(data) > header) & step_ok,
+          side_info_bits=8 * header + tf.cast(self.codec.side_info_bits(body, size), tf.int64)))
+    return payloads
 
   def _read_stand_in(self, stream, size: int, index: int):
-    """`read_payload` of a `transport="count"` stand-in (module doc), plus
+    """`read_payloads` of one `transport="count"` stand-in (module doc), plus
     `stream_bits`: the bits that the real payload would have (0 if empty).
 
     A simulation: a stand-in whose integers do not parse stops the round with
@@ -441,8 +454,7 @@ class QuantizeEncodeCompressor(compressor_lib.Compressor):
     values, zeros = [], tf.constant(0, tf.int64)
     side_bits = stream_bits = tf.constant(0, tf.int64)
     payload_values = collections.OrderedDict()
-    for i, (stream, size) in enumerate(zip(streams, sizes)):
-      payload = self.read_payload(stream, size, i)
+    for i, payload in enumerate(self.read_payloads(streams, sizes)):
       ok &= payload['ok']
       if i == 0:
         payload_values, fields_ok = self.step_control.read_payload(

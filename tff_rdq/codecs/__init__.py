@@ -4,7 +4,9 @@ A codec object has `encode_to_bytes(int32 vector) -> uint8 vector`,
 `decode_from_bytes(uint8 vector, num_elements) -> (int32 vector, ok)` and
 `side_info_bits(uint8 vector, num_elements) -> int64 scalar` (the bits of its
 encoded bytes that are headers/tables rather than coded symbols). `get_codec`
-turns a name into one.
+turns a name into one. A codec may also have `decode_many(uint8 vectors,
+sizes) -> [(int32 vector, ok), ...]`: the same results as `decode_from_bytes`
+of each, computed together (the aggregator uses it when it exists).
 
 A codec may also have a closed form of its coded length,
 `coded_bits(int32 tensor [..., n]) -> int64 tensor [...]`: for every vector
@@ -36,6 +38,10 @@ class EliasGammaCodec:
 
   def decode_from_bytes(self, data, num_elements):
     return elias_gamma.decode_from_bytes(data, num_elements, self.block_size)
+
+  def decode_many(self, datas, sizes):
+    """`decode_from_bytes` of several vectors, in one decoding loop."""
+    return elias_gamma.decode_many(datas, sizes, self.block_size)
 
   def side_info_bits(self, data, num_elements):
     return elias_gamma.side_info_bits(data, num_elements, self.block_size)

@@ -11,6 +11,12 @@ gamma format of `elias_gamma` is not larger (tiny or peculiar vectors), the
 output *is* that format, byte for byte, so this codec is never larger than
 Elias-gamma on any vector.
 
+**Coded order.** The values are coded in index order (`W = 0`) or, for a
+vector that looks like a matrix, as the `n / W` by `W` matrix, possibly
+transposed, with its columns grouped by class (a stable sort of the columns
+by class), read row by row (`analyze`, `choose_order`): zeros of the rows of
+unseen words then form long runs. Below, "index order" means this order.
+
 **Symbols.** The nonzero values `v_0 .. v_{N-1}` (in index order) are coded
 as pairs: the number `r_i >= 0` of zeros before `v_i` (after `v_{i-1}`), then
 `v_i`. Zeros after the last nonzero value are implied by `N`. Both `r` and
@@ -71,8 +77,14 @@ state. A lane state thus costs about 8 bits instead of about 28.
   bits 40..71  `K` (1..N)
   bits 72..77  `A_r`: the largest run symbol plus one (1..35)
   bits 78..83  `A_m`: the largest magnitude class symbol plus one (1..35)
+  bits 84..99  `W`, the row length of the coded order (0: the vector as is;
+               else a divisor of `n` in `2 .. min(n // 2, 65535)`)
+  bit  100     `t`: 1 if the `n / W` by `W` matrix is coded transposed
+  bits 101..103 `k`: the column classes are `2**k` (`k` in 0..4; 0 = none)
   thresholds   `G_r - 1` run thresholds, then `G_v - 1` value thresholds,
                6 bits each (0..35, non-decreasing)
+  classes      if `k > 0`: each column's class (`column_classes`), `k` bits
+               per column of the coded matrix (at most 65535 columns)
   run table    the tables of the `G_r` run contexts (alphabet `A = A_r`)
   value table  the tables of the `G_v * (1 + S)` value contexts (alphabet
                `A = A_m * (1 + S)`)
@@ -91,17 +103,20 @@ context, then symbol order) `bit_length(f_s) - 1` (0..`T_g`) in
 low bits of `f_s`.
 
 Everything before the word stream except the lane states is side information
-(`side_info_bits`): header, thresholds, tables and alignment.
+(`side_info_bits`): header, thresholds, column classes, tables and alignment.
 
-**Canonical decoding.** `G_r`, `G_v`, `S`, the thresholds and `K` are the
-encoder's free choices. For given values and choices exactly one byte string
-is valid: `decode_from_bytes` checks that `N`, `A_r` and `A_m` are exact, that
-every table is exactly the quantized table of the symbols decoded in its
-context (so an unused context has `T_g = 0`), that every lane ends in a state
-`2**35 + c` with `c < 2**c_j`, that all words are read, that the decoded values
-lie in the `int32` range, and that the stream ends with the payload and fewer
-than 8 zero padding bits. A byte string whose first byte is below 128 is
-decoded (and checked) by `elias_gamma`.
+**Canonical decoding.** `G_r`, `G_v`, `S`, the thresholds, `K` and the order
+(`W`, `t`, `k`) are the encoder's free choices. For given values and choices
+exactly one byte string is valid: `decode_from_bytes` checks that the order is
+well formed (`W = 0` with `t = k = 0`, or `W` a divisor of `n` as above with
+`t = 1` or `k > 0`) and its classes are exactly the `column_classes` of the
+decoded columns, that `N`, `A_r` and `A_m` are exact, that every table is
+exactly the quantized table of the symbols decoded in its context (so an
+unused context has `T_g = 0`), that every lane ends in a state `2**35 + c`
+with `c < 2**c_j`, that all words are read, that the decoded values lie in the
+`int32` range, and that the stream ends with the payload and fewer than 8 zero
+padding bits. A byte string whose first byte is below 128 is decoded (and
+checked) by `elias_gamma`.
 """
 
 import functools
@@ -849,8 +864,11 @@ def _variant(values, row_length, transposed: bool, num_classes: int):
   s = _symbols(tf.reshape(matrix, [-1]))
   model = choose_model(s['run_symbol'], s['value_class'], s['negative'],
                        tf.size(s['run_symbol'], out_type=tf.int64))
+  # Padded (or cut) to a fixed size: an order with more columns than
+  # MAX_COLUMNS is estimated (`choose_order`) but never chosen.
   classes = tf.concat(
-      [classes, tf.zeros([MAX_COLUMNS + 1 - tf.size(classes)], tf.int64)], 0)
+      [classes[:MAX_COLUMNS + 1],
+       tf.zeros([tf.maximum(MAX_COLUMNS + 1 - tf.size(classes), 0)], tf.int64)], 0)
   return dict(symbols=s, model=model, estimate=_estimate_bits(s, model),
               classes=classes)
 

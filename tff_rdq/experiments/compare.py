@@ -39,9 +39,10 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-imp
 from tff_rdq.experiments import config as config_lib  # pylint: disable=wrong-import-position
 from tff_rdq.experiments import stackoverflow  # pylint: disable=wrong-import-position
 
-TABLE_COLUMNS = ('label', 'method', 'setting', 'eval_accuracy',
+TABLE_COLUMNS = ('label', 'method', 'setting', 'eval_loss', 'eval_accuracy',
                  'eval_accuracy_without_oov_or_eos', 'mean_bits_per_parameter',
-                 'total_uplink_bytes', 'mean_distortion', 'median_round_seconds')
+                 'total_uplink_bytes', 'mean_distortion', 'median_round_seconds',
+                 'train_seconds')
 
 
 def _label(method: str, setting: dict) -> str:
@@ -160,12 +161,15 @@ def write_outputs(rows: list[dict], out_dir: pathlib.Path) -> None:
     writer = csv.DictWriter(f, TABLE_COLUMNS)
     writer.writeheader()
     writer.writerows(rows)
-  header = ('| run | accuracy | acc. w/o OOV, EOS | bits/param | uplink MB | distortion '
-            '| round s |\n|---|---|---|---|---|---|---|\n')
+  header = ('| run | eval loss | accuracy | acc. w/o OOV, EOS | bits/param | uplink MB '
+            '| distortion | round s | training min |\n'
+            '|---|---|---|---|---|---|---|---|---|\n')
   body = ''.join(
-      f"| {r['label']} | {r['eval_accuracy']:.4f} | {r['eval_accuracy_without_oov_or_eos']:.4f}"
+      f"| {r['label']} | {r['eval_loss']:.3f} | {r['eval_accuracy']:.4f}"
+      f" | {r['eval_accuracy_without_oov_or_eos']:.4f}"
       f" | {r['mean_bits_per_parameter']:.3f} | {r['total_uplink_bytes'] / 1e6:.2f}"
-      f" | {r['mean_distortion']:.3g} | {r['median_round_seconds']:.2f} |\n" for r in rows)
+      f" | {r['mean_distortion']:.3g} | {r['median_round_seconds']:.2f}"
+      f" | {r['train_seconds'] / 60:.1f} |\n" for r in rows)
   (out_dir / 'comparison.md').write_text(header + body)
   _plot(rows, out_dir / 'accuracy_vs_bits.png', 'eval_accuracy', 'final test accuracy',
         higher_is_better=True, log_y=False)

@@ -17,7 +17,8 @@ A reproduce config is an experiment config (the base: `[data]`, `[model]`,
 `save_updates.run`, by default the first `rdq` run. Its frontier is measured at
 the grid steps `save_updates.steps` (default `frontier.DEFAULT_STEPS`).
 
-`sweep(path)` runs every run of every setting (`run`, resumable) under
+`sweep(path)` runs every run of every setting (`run`, resumable; round-robin over
+the settings, `run_order`) under
 `output.root_dir/NAME/SETTING/LABEL`, skipping those already finished: a run is
 finished when `DOCS/runs/SETTING/LABEL/` holds its `summary.json` of the last
 round and a `config.json` equal to the run's config. After each finished run
@@ -228,12 +229,28 @@ def _copy_run(run: Run, docs_dir: pathlib.Path) -> None:
       tmp.replace(target / name)
 
 
+def run_order(runs: list[Run]) -> list[Run]:
+  """The order `sweep` runs them in: the settings' first runs, then their second, ...
+
+  Round-robin over the settings (each setting's runs in config order), so that a
+  sweep stopped early has covered every setting as far as it got: with each
+  setting's `mean` and updates-saving runs listed first, the first runs already
+  give every setting's frontier and uncompressed reference.
+  """
+  position, seen = [], {}
+  for run in runs:
+    position.append(seen.get(run.setting, 0))
+    seen[run.setting] = position[-1] + 1
+  return [run for _, _, run in sorted(
+      zip(position, range(len(runs)), runs), key=lambda item: item[:2])]
+
+
 def sweep(path, overrides=(), progress=True, docs_dir=DEFAULT_DOCS_DIR) -> pathlib.Path:
   """Runs the sweep (skipping finished runs), then writes the report; returns its path."""
   docs_dir = pathlib.Path(docs_dir)
   _, runs = load(path, overrides)
   start = time.perf_counter()
-  for i, run in enumerate(runs):
+  for i, run in enumerate(run_order(runs)):
     prefix = f'[{i + 1}/{len(runs)}] {run.setting}/{run.label}'
     frontier_csv = _frontier_path(docs_dir, run.setting)
     needs_frontier = run.saves_updates and not frontier_csv.is_file()

@@ -362,6 +362,8 @@ def _train(config, process, state, manager, log, start_round, client_ids, train,
       'mean_relative_distortion': float(np.mean(
           [_float(r.get('relative_distortion')) for r in rows])) if rows else float('nan'),
       'median_round_seconds': float(np.median(times)) if times else float('nan'),
+      # Training rounds only (`process.next`), first round included; without evaluation.
+      'train_seconds': float(sum(float(r['round_seconds']) for r in rows)),
   }
 
 
