@@ -313,3 +313,18 @@ def test_weighted_mean_round_with_the_codec():
   assert m['uplink_bits'] == sum(bits)
   assert m['clients'] == 3 and m['dropped_clients'] == 0
   assert 0 < m['side_info_bits'] < m['uplink_bits'] / 4
+
+
+def test_orders_with_more_columns_than_the_class_map_holds():
+  # Period-2 structure: the row length candidate is 2, so the transposed
+  # order has n / 2 = 150,000 columns (more than MAX_COLUMNS): it is
+  # estimated but must never be chosen with column classes. (This crashed
+  # the encoder on real updates.)
+  values = np.zeros(300_000, np.int32)
+  values[::2] = np.round(_RNG.laplace(size=150_000) * 3).astype(np.int32)
+  assert int(rlr.row_length_candidate(tf.constant(values, tf.int64))) == 2
+  data = _encode(values)
+  decoded, ok = _decode(data, values.size)
+  assert ok
+  np.testing.assert_array_equal(decoded, values)
+  assert len(data) < int(tf.size(elias_gamma.encode_to_bytes(tf.constant(values))))

@@ -148,8 +148,9 @@ def local_execution_context():
   # Replacing a context whose worker is running would make TFF wait for that
   # worker without a limit; stop it first.
   stop_tff_workers()
-  tff.backends.native.set_sync_local_cpp_execution_context()
   try:
+    # Inside the `try`: a signal while TFF starts its worker still stops it.
+    tff.backends.native.set_sync_local_cpp_execution_context()
     yield
   finally:
     stop_tff_workers()

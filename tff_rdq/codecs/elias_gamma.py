@@ -471,15 +471,19 @@ def _decode_from_bytes(
     header_ok &= 8 * tf.size(data, out_type=tf.int64) < 2**31 - 2**22
     block_start_bit = tf.where(header_ok, block_start_bit, 0)
     block_end_bit = tf.where(header_ok, block_end_bit, 0)
-    end_bit, pos, error, index, values = _decode_lanes_fast(
+    end_bit, pos, error, index, values, first = _decode_lanes_fast(
         words, block_start_bit, block_end_bit, block_len, lane_base, n, block_size)
   else:
     end_bit, pos, error, index, values = _decode_lanes_general(
         words, block_start_bit, tf.zeros_like(block_len), tf.ones_like(block_len, tf.bool),
         block_len, lane_base, n, block_size, index_type)
+    # Lane 0's entries (every `lanes`-th): the only ones that can write index 0.
+    lanes = tf.maximum(tf.size(block_len), 1)
+    first = tf.reduce_sum(tf.where(
+        tf.equal(index[::lanes], 0), values[::lanes], tf.zeros_like(values[::lanes])))
   ok = header_ok & tf.reduce_all(
       _lanes_ok(words, end_bit, pos, error, block_end_bit, block_len))
-  dense = _scatter_lanes(index, values, n, tf.shape(block_len)[0])
+  dense = _scatter_lanes(index, values, n, first)
   dense = tf.cond(ok, lambda: dense, lambda: tf.zeros_like(dense))
   return dense, ok
 
@@ -547,16 +551,13 @@ def _lanes_ok(words, end_bit, pos, error, block_end_bit, block_len):
           & padding_ok & tf.equal(padding_bits, 0))
 
 
-def _scatter_lanes(index, values, n, lanes):
+def _scatter_lanes(index, values, n, first):
   """The dense `int32` vector of `n` values from the lanes' (index, value) steps."""
   # Steps without a value wrote (index 0, value 0): the value at index 0 is
-  # the one nonzero value written there (always by lane 0), set last.
+  # `first` (the one nonzero value written there, by lane 0), set last.
   dense = tf.raw_ops.SparseToDense(
       sparse_indices=index, output_shape=tf.reshape(tf.cast(n, index.dtype), [1]),
       sparse_values=values, default_value=0, validate_indices=False)
-  lanes = tf.maximum(lanes, 1)
-  first = tf.reduce_sum(tf.where(
-      tf.equal(index[::lanes], 0), values[::lanes], tf.zeros_like(values[::lanes])))
   return tf.tensor_scatter_nd_update(
       dense, tf.zeros([tf.minimum(tf.size(dense), 1), 1], index.dtype),
       tf.fill([tf.minimum(tf.size(dense), 1)], first))
@@ -624,13 +625,13 @@ def decode_many(datas, sizes, block_size: int = DEFAULT_BLOCK_SIZE) -> list:
       value_offsets[j] + tf.range(count, dtype=tf.int64) * block_size
       for j, count in enumerate(lane_counts)], 0)
   total = tf.constant(value_offsets[-1], tf.int64)
-  end_bit, pos, error, index, values = _decode_lanes_fast(
+  end_bit, pos, error, index, values, first = _decode_lanes_fast(
       words, block_start_bit, block_end_bit, block_len, lane_base, total, block_size)
   lane_ok = _lanes_ok(words, end_bit, pos, error, block_end_bit, block_len)
   lane_vector = tf.repeat(tf.range(len(present)), lane_counts)
   ok = header_ok & tf.cast(
       tf.math.segment_min(tf.cast(lane_ok, tf.int32), lane_vector), tf.bool)
-  dense = _scatter_lanes(index, values, total, tf.shape(block_len)[0])
+  dense = _scatter_lanes(index, values, total, first)
   for j, (i, part) in enumerate(zip(present, tf.split(dense, [sizes[i] for i in present]))):
     results[i] = (tf.where(ok[j], part, tf.zeros_like(part)), ok[j])
   return results
@@ -641,6 +642,8 @@ def decode_many(datas, sizes, block_size: int = DEFAULT_BLOCK_SIZE) -> list:
 _FAST_MAX_RUN_BLOCK = 2**15 - 2
 # Codewords per lane decoded in one iteration of the fast decoding loop.
 _DECODE_UNROLL = 2
+# Iterations of the fast loop's phases before the last (see `_decode_lanes_fast`).
+_DECODE_PHASES = (16, 16, 32, 64, 128)
 
 
 def _ctz(window: tf.Tensor) -> tf.Tensor:
@@ -660,13 +663,17 @@ def _decode_lanes_fast(words, block_start_bit, block_end_bit, block_len, lane_ba
   Each step reads one 64-bit window per lane and decodes gamma(run), the sign
   and gamma(|v|) from it. A lane whose codeword does not fit the window (or
   whose run field is not a valid run) stops there; `_decode_lanes_general`
-  finishes such lanes (and finds the errors).
+  finishes such lanes (and finds the errors). The loop runs in phases of
+  `_DECODE_PHASES` iterations; each phase after the first continues only the
+  lanes still running, gathered into fewer lanes (sparse blocks finish early,
+  and most of a real update's blocks are sparse).
 
   Returns:
-    `(end_bit, pos, error, index, values)`: per lane the bit after its last
-    codeword (`int64`), the values consumed (B after a last value, B + 1 after
-    a trailing run) and an error flag; per lane and step the `int32` index
-    and value of the decoded value, (0, 0) for steps without one.
+    `(end_bit, pos, error, index, values, first)`: per lane the bit after its
+    last codeword (`int64`), the values consumed (B after a last value, B + 1
+    after a trailing run) and an error flag; per lane and step the `int32`
+    index and value of the decoded value, (0, 0) for steps without one; and
+    the decoded value at index 0 (0 if none).
   """
   i32 = tf.int32
   one = tf.constant(1, tf.uint64)
@@ -688,14 +695,10 @@ def _decode_lanes_fast(words, block_start_bit, block_end_bit, block_len, lane_ba
   word = tf.minimum(
       tf.range(num_rows)[:, tf.newaxis] + tf.bitwise.right_shift(start, 6), last_word)
   shift = tf.cast(tf.bitwise.bitwise_and(start, 63), tf.uint64)
-  rows = tf.reshape(tf.bitwise.bitwise_or(
+  rows = tf.bitwise.bitwise_or(
       tf.bitwise.right_shift(tf.gather(words, word), shift),
-      tf.bitwise.left_shift(tf.gather(words_next, word), tf.bitwise.bitwise_xor(shift, c63))),
-                    [-1])
-  rows_next = tf.concat(
-      [tf.bitwise.left_shift(rows[lanes:], one), tf.zeros([lanes], tf.uint64)], 0)
+      tf.bitwise.left_shift(tf.gather(words_next, word), tf.bitwise.bitwise_xor(shift, c63)))
   last_row = num_rows - 1
-  lane_iota = tf.range(lanes)
 
   # Constants outside the loop body: inside, each would run every step.
   c1, c6, c15, c23, c63_i32, c127 = (
@@ -710,90 +713,126 @@ def _decode_lanes_fast(words, block_start_bit, block_end_bit, block_len, lane_ba
     return tf.bitwise.right_shift(
         tf.bitcast(tf.cast(lowest, tf.float32), i32), c23) - c127
 
-  def decode_step(r, pos, act):
-    """One codeword in every lane: `r` bits into the block, `pos` values.
+  def run_phase(rows, blen, base, r, pos, act, iterations):
+    """Runs the loop for up to `iterations` on the lanes of `rows` ([rows, lanes])."""
+    width = tf.shape(blen)[0]
+    flat = tf.reshape(rows, [-1])
+    flat_next = tf.concat(
+        [tf.bitwise.left_shift(flat[width:], one), tf.zeros([width], tf.uint64)], 0)
+    lane_iota = tf.range(width)
 
-    int32 arithmetic: right shifts sign-extend, and every field is masked.
-    """
-    k = tf.minimum(tf.bitwise.right_shift(r, c6), last_row) * lanes + lane_iota
-    s = tf.cast(tf.bitwise.bitwise_and(r, c63_i32), tf.uint64)
-    w = tf.bitwise.bitwise_or(
-        tf.bitwise.right_shift(tf.gather(rows, k), s),
-        tf.bitwise.left_shift(tf.gather(rows_next, k), tf.bitwise.bitwise_xor(s, c63)))
-    # gamma(run) and the sign lie in the low 30 bits (runs below 2**15).
-    low = tf.cast(w, i32)
-    z1 = ctz32(low)
-    z1c = tf.bitwise.bitwise_and(z1, c15)
-    z1p = z1c + c1
-    x = tf.bitwise.right_shift(low, z1p)
-    top = tf.bitwise.left_shift(c1, z1c)
-    run = tf.bitwise.bitwise_or(tf.bitwise.bitwise_and(x, top - c1), top)
-    sign = tf.bitwise.bitwise_and(tf.bitwise.right_shift(x, z1c), c1)
-    # gamma(|v|) from bit 2 * z1 + 2 on, within 31 bits (|v| below 2**16).
-    mag_start = z1p + z1p
-    t = tf.cast(tf.bitwise.right_shift(w, tf.cast(mag_start, tf.uint64)), i32)
-    z2 = ctz32(t)
-    z2c = tf.bitwise.bitwise_and(z2, c15)
-    top2 = tf.bitwise.left_shift(c1, z2c)
-    magnitude = tf.bitwise.bitwise_or(
-        tf.bitwise.bitwise_and(tf.bitwise.right_shift(t, z2c + c1), top2 - c1), top2)
-    negative = sign - c1  # all ones for a negative value
-    value = tf.bitwise.bitwise_xor(magnitude, negative) - negative
-    new_pos = pos + run
-    is_value = new_pos <= blen
-    # Stop (for the general loop) where the run field is no run below 2**15
-    # (z1 > 14, or no one bit in 32), or |v| is 2**16 or more.
-    stall = act & ((tf.cast(z1, u32) > c14u) | (is_value & (tf.cast(z2, u32) > c15u)))
-    go = act & tf.logical_not(stall)
-    advance = tf.where(is_value, mag_start + z2c + z2c + c1, mag_start - c1)
-    r = tf.where(go, r + advance, r)
-    pos = tf.where(go, new_pos, pos)
-    emit = go & is_value
-    index = tf.where(emit, base + new_pos, zero)
-    return r, pos, go & (new_pos < blen), index, tf.where(emit, value, zero)
+    def decode_step(r, pos, act):
+      """One codeword in every lane: `r` bits into the block, `pos` values.
 
-  def body(step, r, pos, act, index_array, value_array):
-    # Several codewords per loop iteration: less of the loop's own overhead.
-    for i in range(_DECODE_UNROLL):
-      r, pos, act, index, value = decode_step(r, pos, act)
-      index_array = index_array.write(step + i, index)
-      value_array = value_array.write(step + i, value)
-    return step + _DECODE_UNROLL, r, pos, act, index_array, value_array
+      int32 arithmetic: right shifts sign-extend, and every field is masked.
+      """
+      k = tf.minimum(tf.bitwise.right_shift(r, c6), last_row) * width + lane_iota
+      s = tf.cast(tf.bitwise.bitwise_and(r, c63_i32), tf.uint64)
+      w = tf.bitwise.bitwise_or(
+          tf.bitwise.right_shift(tf.gather(flat, k), s),
+          tf.bitwise.left_shift(tf.gather(flat_next, k), tf.bitwise.bitwise_xor(s, c63)))
+      # gamma(run) and the sign lie in the low 30 bits (runs below 2**15).
+      low = tf.cast(w, i32)
+      z1 = ctz32(low)
+      z1c = tf.bitwise.bitwise_and(z1, c15)
+      z1p = z1c + c1
+      x = tf.bitwise.right_shift(low, z1p)
+      top = tf.bitwise.left_shift(c1, z1c)
+      run = tf.bitwise.bitwise_or(tf.bitwise.bitwise_and(x, top - c1), top)
+      sign = tf.bitwise.bitwise_and(tf.bitwise.right_shift(x, z1c), c1)
+      # gamma(|v|) from bit 2 * z1 + 2 on, within 31 bits (|v| below 2**16).
+      mag_start = z1p + z1p
+      t = tf.cast(tf.bitwise.right_shift(w, tf.cast(mag_start, tf.uint64)), i32)
+      z2 = ctz32(t)
+      z2c = tf.bitwise.bitwise_and(z2, c15)
+      top2 = tf.bitwise.left_shift(c1, z2c)
+      magnitude = tf.bitwise.bitwise_or(
+          tf.bitwise.bitwise_and(tf.bitwise.right_shift(t, z2c + c1), top2 - c1), top2)
+      negative = sign - c1  # all ones for a negative value
+      value = tf.bitwise.bitwise_xor(magnitude, negative) - negative
+      new_pos = pos + run
+      is_value = new_pos <= blen
+      # Stop (for the general loop) where the run field is no run below 2**15
+      # (z1 > 14, or no one bit in 32), or |v| is 2**16 or more.
+      stall = act & ((tf.cast(z1, u32) > c14u) | (is_value & (tf.cast(z2, u32) > c15u)))
+      go = act & tf.logical_not(stall)
+      advance = tf.where(is_value, mag_start + z2c + z2c + c1, mag_start - c1)
+      r = tf.where(go, r + advance, r)
+      pos = tf.where(go, new_pos, pos)
+      emit = go & is_value
+      index = tf.where(emit, base + new_pos, zero)
+      return r, pos, go & (new_pos < blen), index, tf.where(emit, value, zero)
 
-  # Row 0 is a placeholder, so that `stack` is defined without steps.
-  step, r, pos, _, index_array, value_array = tf.while_loop(
-      lambda step, r, pos, act, *_: tf.reduce_any(act),
-      body,
-      (tf.constant(1), tf.zeros_like(blen), tf.zeros_like(blen), blen > 0,
-       tf.TensorArray(i32, size=1, dynamic_size=True, element_shape=[None]).write(
-           0, tf.zeros([lanes], i32)),
-       tf.TensorArray(i32, size=1, dynamic_size=True, element_shape=[None]).write(
-           0, tf.zeros([lanes], i32))),
-      maximum_iterations=block_size // _DECODE_UNROLL + 2)
-  # Lanes that stopped early (pos < B) continue in the general loop, which
-  # appends to the same arrays.
-  return _decode_lanes_general(
+    def body(step, r, pos, act, index_array, value_array):
+      # Several codewords per loop iteration: less of the loop's own overhead.
+      for i in range(_DECODE_UNROLL):
+        r, pos, act, index, value = decode_step(r, pos, act)
+        index_array = index_array.write(step + i, index)
+        value_array = value_array.write(step + i, value)
+      return step + _DECODE_UNROLL, r, pos, act, index_array, value_array
+
+    # Row 0 is a placeholder, so that `stack` is defined without steps.
+    _, r, pos, act, index_array, value_array = tf.while_loop(
+        lambda step, r, pos, act, *_: tf.reduce_any(act),
+        body,
+        (tf.constant(1), r, pos, act,
+         tf.TensorArray(i32, size=1, dynamic_size=True, element_shape=[None]).write(
+             0, tf.zeros([width], i32)),
+         tf.TensorArray(i32, size=1, dynamic_size=True, element_shape=[None]).write(
+             0, tf.zeros([width], i32))),
+        maximum_iterations=iterations)
+    return r, pos, act, index_array.stack(), value_array.stack()
+
+  r, pos, act, index, values = run_phase(
+      rows, blen, base, tf.zeros_like(blen), tf.zeros_like(blen), blen > 0,
+      _DECODE_PHASES[0])
+  # A value at index 0 can only be lane 0's first codeword, decoded in the
+  # first step of this phase (or by the general loop): column 0 of this
+  # phase's steps holds it; every other step with index 0 wrote value 0.
+  first = tf.reduce_sum(tf.where(tf.equal(index[:, :1], 0), values[:, :1], 0))
+  indices, all_values = [tf.reshape(index, [-1])], [tf.reshape(values, [-1])]
+  for iterations in _DECODE_PHASES[1:] + (block_size // _DECODE_UNROLL + 2,):
+    # The lanes still running, gathered (by their index among all lanes).
+    running = tf.cast(tf.where(act)[:, 0], i32)
+    keep = running[:, tf.newaxis]
+    r_part, pos_part, act_part, index, values = run_phase(
+        tf.gather(rows, running, axis=1), tf.gather(blen, running), tf.gather(base, running),
+        tf.gather(r, running), tf.gather(pos, running), tf.ones_like(running, tf.bool),
+        iterations)
+    r = tf.tensor_scatter_nd_update(r, keep, r_part)
+    pos = tf.tensor_scatter_nd_update(pos, keep, pos_part)
+    act = tf.tensor_scatter_nd_update(tf.zeros_like(act), keep, act_part)
+    indices.append(tf.reshape(index, [-1]))
+    all_values.append(tf.reshape(values, [-1]))
+  # Lanes that stopped early (pos < B) continue in the general loop.
+  end_bit, pos, error, index, values = _decode_lanes_general(
       words, block_start_bit + tf.cast(r, tf.int64), tf.cast(pos, tf.int64), pos < blen,
-      block_len, lane_base, n, block_size, i32, (step, index_array, value_array))
+      block_len, lane_base, n, block_size, i32)
+  # The general loop's lane 0 (its first step after the placeholder) may hold
+  # lane 0's first value instead.
+  first += tf.reduce_sum(tf.where(tf.equal(index[lanes:lanes + 1], 0),
+                                  values[lanes:lanes + 1], 0))
+  return (end_bit, pos, error, tf.concat(indices + [index], 0),
+          tf.concat(all_values + [values], 0), first)
 
 
 def _decode_lanes_general(words, bit, pos, active, block_len, lane_base, n,
-                          block_size, index_type, arrays=None):
+                          block_size, index_type):
   """Decodes the lanes marked `active` from bit `bit` and `pos` values on.
 
   Any codeword (int64 arithmetic, two windows per step); one loop step per
-  codeword. Returns as `_decode_lanes_fast`, with indices of `index_type`.
-  `arrays`: `(step, index_array, value_array)` to append to.
+  codeword. Returns as `_decode_lanes_fast` without `first`, with indices of
+  `index_type`; row 0 of the steps (the first `lanes` entries) is a
+  placeholder of zeros.
   """
   lanes = tf.shape(block_len)[0]
-  if arrays is None:
-    # Row 0 is a placeholder, so that `stack` is defined without steps.
-    arrays = (
-        tf.constant(1),
-        tf.TensorArray(index_type, size=1, dynamic_size=True, element_shape=[None]).write(
-            0, tf.zeros([lanes], index_type)),
-        tf.TensorArray(tf.int32, size=1, dynamic_size=True, element_shape=[None]).write(
-            0, tf.zeros([lanes], tf.int32)))
+  # Row 0 is a placeholder, so that `stack` is defined without steps.
+  arrays = (
+      tf.constant(1),
+      tf.TensorArray(index_type, size=1, dynamic_size=True, element_shape=[None]).write(
+          0, tf.zeros([lanes], index_type)),
+      tf.TensorArray(tf.int32, size=1, dynamic_size=True, element_shape=[None]).write(
+          0, tf.zeros([lanes], tf.int32)))
 
   def body(step, bit, pos, go, error, index_array, value_array):
     window = bitstream.read_bits(words, bit)
