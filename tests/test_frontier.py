@@ -51,13 +51,14 @@ def test_rows_cover_the_default_combinations(run):
   _, _, rows = run
   pairs = {(r['rounding'], r['codec']) for r in rows}
   assert pairs == {('uniform', 'elias_gamma'), ('stochastic', 'elias_gamma'),
-                   ('dithered', 'elias_gamma'), ('uniform', 'rans')}
-  assert len(rows) == 2 * 4 * len(STEPS)
+                   ('dithered', 'elias_gamma'), ('uniform', 'rans'),
+                   ('uniform', 'run_length_rans')}
+  assert len(rows) == 2 * 5 * len(STEPS)
   assert all(r['parameters'] == 3900 for r in rows)
 
 
 @pytest.mark.parametrize('rounding,codec', frontier.combinations(
-    uniform.ROUNDINGS, ('elias_gamma', 'rans')))
+    uniform.ROUNDINGS, ('elias_gamma', 'rans', 'run_length_rans')))
 def test_bits_fall_and_distortion_rises_with_the_step(run, rounding, codec):
   _, _, rows = run
   for round_num in (1, 2):

@@ -46,8 +46,9 @@ about 0.02 to 3.6 bits/parameter and D/var from below 0.001 to about 0.3
 (heavy tails make D/var grow slowly with the step).
 
 Work is limited by default (`full_grid=False`): every rounding is swept with
-the first codec (`elias_gamma`), and every other codec only with the first
-rounding (`uniform`), i.e. 4 combinations by default; `full_grid=True` runs
+the first codec (`elias_gamma`), and every other codec (`rans`,
+`run_length_rans`) only with the first rounding (`uniform`), i.e. 5
+combinations by default; `full_grid=True` runs
 every combination. The cost is about one eager encode of the whole update
 (0.2-1 s per 4M values) per (update, combination, step).
 
@@ -156,7 +157,8 @@ def _load(run_dir):
 
 
 def sweep(run_dir, steps=None, roundings=uniform.ROUNDINGS,
-          codecs=('elias_gamma', 'rans'), normalization='rms', full_grid=False,
+          codecs=('elias_gamma', 'rans', 'run_length_rans'), normalization='rms',
+          full_grid=False,
           verbose=True) -> list[dict]:
   """Rows of the frontier (see module doc) for every saved update of `run_dir`."""
   steps = DEFAULT_STEPS if steps is None else tuple(float(s) for s in steps)
