@@ -1,14 +1,15 @@
 """Fuzz: corrupted client messages through the server's verification and decoding.
 
-For each codec (`elias_gamma`, `rans`) this builds valid client messages from
-small random updates exactly as a round does: `QuantizeEncodeCompressor.encode`
-(dithered rounding, so every tensor's payload starts with a float32 step and
-an int32 seed; a `GlobalVote` step control, so tensor 0 also carries a uint8
-vote) and `compressed.seal` (status byte, checksum, weight). It corrupts them
-(`CATEGORIES`) and passes each through `compressed.unseal`, the server's
-checksum check and decoding (in a `tf.function`). Every case is one of
-(judged twice: by `valid`, the server's verdict with the checksum, and by
-`decodable`, what the decoders alone would accept without it)
+For each codec (`elias_gamma`, `rans`, `run_length_rans`) this builds valid
+client messages from small random updates exactly as a round does:
+`QuantizeEncodeCompressor.encode` (dithered rounding, so every tensor's
+payload starts with a float32 step and an int32 seed; a `GlobalVote` step
+control, so tensor 0 also carries a uint8 vote) and `compressed.seal` (status
+byte, checksum, weight). It corrupts them (`CATEGORIES`) and passes each
+through `compressed.unseal`, the server's checksum check and decoding (in a
+`tf.function`). Every case is one of (judged twice: by `valid`, the server's
+verdict with the checksum, and by `decodable`, what the decoders alone would
+accept without it)
 
   rejected        `unseal` says the message is invalid (the round would stop)
   decoded-exact   valid, and the status, weight, decoded values and step-control
@@ -40,7 +41,7 @@ from tff_rdq.aggregators import compressed  # pylint: disable=wrong-import-posit
 from tff_rdq.aggregators import quantize_encode  # pylint: disable=wrong-import-position
 from tff_rdq.aggregators import step_control  # pylint: disable=wrong-import-position
 
-CODECS = ('elias_gamma', 'rans')
+CODECS = ('elias_gamma', 'rans', 'run_length_rans')
 SIZES = [100, 20]
 OUTCOMES = ('rejected', 'decoded-exact', 'silently-wrong', 'crashed')
 

@@ -144,7 +144,7 @@ def test_write_and_gap_table(run):
   assert '| uniform | rans | 0.1 |' in gap and 'Spread across updates' in gap
 
   table = frontier_report.gap_table(rows, targets=(0.1, 0.03))
-  assert len(table) == 4 * 2
+  assert len(table) == 5 * 2
   for entry in table:
     assert entry['updates'] == 2
     assert entry['above_gaussian'] > 0 and entry['above_laplacian'] > entry['above_gaussian']

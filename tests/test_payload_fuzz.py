@@ -7,7 +7,7 @@ by `QuantizeEncodeCompressor.encode` and `compressed.seal`, corrupted in every
 way of `fuzz_payloads.CATEGORIES` (bit flips anywhere, in the step/seed/vote
 header and in the codec's bytes, truncation, trailing bytes, garbage, header
 tampering, bytes moved between streams, empty payloads, status and weight),
-through the server's `compressed.unseal`, for both codecs. Every case is
+through the server's `compressed.unseal`, for every codec. Every case is
 either rejected or decodes to exactly the original values.
 """
 
