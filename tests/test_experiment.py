@@ -164,6 +164,49 @@ def test_resume_after_kill_gives_same_rows(corpus, tmp_path):
         assert float(ours[key]) == pytest.approx(float(ref[key]), rel=1e-4, abs=1e-9), key
 
 
+def _process_group(pgid: int) -> list[int]:
+  """PIDs of the live processes in process group `pgid` (Linux /proc)."""
+  pids = []
+  for entry in os.listdir('/proc'):
+    if entry.isdigit():
+      try:
+        fields = pathlib.Path(f'/proc/{entry}/stat').read_text().rsplit(')', 1)[1].split()
+      except OSError:
+        continue
+      if fields[0] not in ('Z', 'X') and int(fields[2]) == pgid:
+        pids.append(int(entry))
+  return pids
+
+
+def test_sigterm_stops_the_run_and_its_worker(corpus, tmp_path):
+  command = [sys.executable, '-m', 'tff_rdq.experiments.cli', 'run',
+             str(REPO / 'configs' / 'tiny.toml'),
+             '--no-progress'] + _args(_overrides(corpus, tmp_path / 'term', rounds=200))
+  env = dict(os.environ, PYTHONPATH=str(REPO))
+  process = subprocess.Popen(command, cwd=REPO, env=env, start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  run_dir = tmp_path / 'term' / 'tiny'
+  try:
+    deadline = time.monotonic() + 240
+    while not ((run_dir / 'metrics.csv').exists() and _rows(run_dir)):
+      assert process.poll() is None, 'the run ended before it could be stopped'
+      assert time.monotonic() < deadline, 'the run logged no rounds in time'
+      time.sleep(0.2)
+    # Twice, as under `uv run`, which forwards its own SIGTERM to the child.
+    process.send_signal(signal.SIGTERM)
+    time.sleep(0.05)
+    if process.poll() is None:
+      process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert 'interrupted; rerun the same command to resume' in stderr.decode()
+    # The TFF worker was in the run's process group; nothing of it is left.
+    assert _process_group(process.pid) == []
+  finally:
+    if _process_group(process.pid):
+      os.killpg(process.pid, signal.SIGKILL)
+
+
 @pytest.mark.parametrize('override,message', [
     ('training.rounds=0', 'training.rounds: must be > 0'),
     ('training.roundz=3', 'unknown key training.roundz'),

@@ -74,10 +74,10 @@ def test_settings_and_runs(tmp_path):
   assert runs[2].config.training.server_optimizer == 'adam'
   assert runs[0].config.training.server_optimizer == 'sgd'
   assert runs[3].config.training.seed == 1 and runs[3].config.aggregator.step_size == 0.01
-  # The sweep alternates between the settings.
+  # The sweep alternates between the settings, updates-saving runs first.
   assert [(r.setting, r.label) for r in reproduce.run_order(runs)] == [
-      ('a_fedavg', 'mean'), ('b_fedadam', 'rdq_step_size=0.002'),
-      ('a_fedavg', 'rdq_step_size=0.002'), ('b_fedadam', 'rdq_step_size=0.01_training.seed=1')]
+      ('a_fedavg', 'rdq_step_size=0.002'), ('a_fedavg', 'mean'),
+      ('b_fedadam', 'rdq_step_size=0.002'), ('b_fedadam', 'rdq_step_size=0.01_training.seed=1')]
 
 
 @pytest.mark.parametrize('settings, message', [

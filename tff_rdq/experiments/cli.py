@@ -154,6 +154,9 @@ def main(argv=None) -> int:
     print(f'tff-rdq: error: {e}', file=sys.stderr)
     return 2
   except (KeyboardInterrupt, stackoverflow.Terminated):
+    # The run's context stopped its worker; a computation still in flight on
+    # TFF's own thread may have started another since: stop that one too.
+    runtime.stop_tff_workers()
     print('tff-rdq: interrupted; rerun the same command to resume.', file=sys.stderr)
     return 130
 

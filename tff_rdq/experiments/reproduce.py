@@ -232,13 +232,17 @@ def _copy_run(run: Run, docs_dir: pathlib.Path) -> None:
 def run_order(runs: list[Run]) -> list[Run]:
   """The order `sweep` runs them in: the settings' first runs, then their second, ...
 
-  Round-robin over the settings (each setting's runs in config order), so that a
-  sweep stopped early has covered every setting as far as it got: with each
-  setting's `mean` and updates-saving runs listed first, the first runs already
-  give every setting's frontier and uncompressed reference.
+  Round-robin over the settings, each setting's updates-saving run first and
+  then its other runs in config order, so that a sweep stopped early has
+  covered every setting as far as it got: the first runs already give every
+  setting's frontier (Claim 1 needs nothing else), the next ones (with `mean`
+  listed first) the uncompressed references.
   """
   position, seen = [], {}
   for run in runs:
+    if run.saves_updates:
+      position.append(-1)
+      continue
     position.append(seen.get(run.setting, 0))
     seen[run.setting] = position[-1] + 1
   return [run for _, _, run in sorted(

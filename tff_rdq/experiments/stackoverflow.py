@@ -210,6 +210,9 @@ class Terminated(Exception):
 
 def _raise_terminated(signum, frame):
   del frame
+  # Once: a second SIGTERM (`uv run` forwards its own to its child) must not
+  # interrupt the cleanup this one starts, which stops the TFF worker.
+  signal.signal(signal.SIGTERM, signal.SIG_IGN)
   raise Terminated(f'stopped by signal {signum}')
 
 
