@@ -141,6 +141,24 @@ def stop_tff_workers() -> None:
   gc.collect()
 
 
+def stop_late_workers(quiet_s: float = 2.0, timeout_s: float = 15.0) -> None:
+  """Stops child workers until none has appeared for `quiet_s` (at most `timeout_s`).
+
+  After an interrupt, a computation still in flight on TFF's own thread can
+  start a fresh worker once the old one is stopped (seen when a sweep was
+  stopped with SIGTERM): this waits that out before the process exits.
+  """
+  deadline = time.monotonic() + timeout_s
+  quiet_since = time.monotonic()
+  while time.monotonic() < deadline:
+    if _child_workers():
+      stop_tff_workers()
+      quiet_since = time.monotonic()
+    elif time.monotonic() - quiet_since >= quiet_s:
+      return
+    time.sleep(0.1)
+
+
 @contextlib.contextmanager
 def local_execution_context():
   """A local C++ execution context for the `with` body; its worker stops after."""

@@ -155,8 +155,8 @@ def main(argv=None) -> int:
     return 2
   except (KeyboardInterrupt, stackoverflow.Terminated):
     # The run's context stopped its worker; a computation still in flight on
-    # TFF's own thread may have started another since: stop that one too.
-    runtime.stop_tff_workers()
+    # TFF's own thread may start another after that: stop those too.
+    runtime.stop_late_workers()
     print('tff-rdq: interrupted; rerun the same command to resume.', file=sys.stderr)
     return 130
 
