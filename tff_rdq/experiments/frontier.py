@@ -117,11 +117,12 @@ def step_size(flat, step: float, normalization: str) -> float:
   return float(np.float32(step * (rms if rms > 0 else 1.0)))
 
 
-def quantize_update(flat, step, rounding, codec, normalization='rms'):
+def compress_update(flat, step, rounding, codec, normalization='rms'):
   """Runs the aggregator's compressor on one update (list of float32 vectors).
 
-  Returns `dict(step_size, bytes, header_bytes, squared_error, entropy_bits,
-  zeros)`; `bytes` includes the headers.
+  Returns `(compressor, step_size, streams, diagnostics, quantized)`: the
+  compressor's `encode` output and its `quantize` output (per tensor `(step,
+  seed, integers)`, what `encode` coded) at grid point `step`.
   """
   size = step_size(flat, step, normalization)
   compressor = quantize_encode.QuantizeEncodeCompressor(
@@ -130,6 +131,17 @@ def quantize_update(flat, step, rounding, codec, normalization='rms'):
   params = compressor.client_params(compressor.initial_state())
   streams, diagnostics = compressor.encode(tensors, params)
   _, quantized = compressor.quantize(tensors, params['step'], params['nonce'])
+  return compressor, size, streams, diagnostics, quantized
+
+
+def quantize_update(flat, step, rounding, codec, normalization='rms'):
+  """`compress_update`'s figures for one frontier row.
+
+  Returns `dict(step_size, bytes, header_bytes, squared_error, entropy_bits,
+  zeros)`; `bytes` includes the headers.
+  """
+  compressor, size, streams, diagnostics, quantized = compress_update(
+      flat, step, rounding, codec, normalization)
   integers = [q.numpy() for _, _, q in quantized]
   return dict(
       step_size=size,

@@ -45,10 +45,8 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
-import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # pylint: disable=wrong-import-position
-from tff_rdq.aggregators import quantize_encode
 from tff_rdq.experiments import claims
 from tff_rdq.experiments import compare
 from tff_rdq.experiments import config as config_lib
@@ -296,13 +294,8 @@ def measure(flat, step: float, rounding='uniform', codec='elias_gamma',
   Returns `dict(step_size, bytes, squared_errors, squared_norms)`, the errors
   and norms per tensor (float64), `bytes` the streams' length with headers.
   """
-  size = frontier.step_size(flat, step, normalization)
-  compressor = quantize_encode.QuantizeEncodeCompressor(
-      size, rounding=rounding, normalization=normalization, codec=codec)
-  tensors = [tf.constant(v) for v in flat]
-  params = compressor.client_params(compressor.initial_state())
-  streams, _ = compressor.encode(tensors, params)
-  _, quantized = compressor.quantize(tensors, params['step'], params['nonce'])
+  _, size, streams, _, quantized = frontier.compress_update(
+      flat, step, rounding, codec, normalization)
   errors = []
   for values, (tensor_step, tensor_seed, integers) in zip(flat, quantized):
     reconstruction = uniform.dequantize(integers, tensor_step, rounding, tensor_seed).numpy()
