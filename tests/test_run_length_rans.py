@@ -328,3 +328,57 @@ def test_orders_with_more_columns_than_the_class_map_holds():
   assert ok
   np.testing.assert_array_equal(decoded, values)
   assert len(data) < int(tf.size(elias_gamma.encode_to_bytes(tf.constant(values))))
+
+
+def test_decode_many_equals_separate_decodes_with_corruption():
+  # One decoding loop for the lanes of several vectors: the same values and
+  # flags as separate calls, and a corrupt vector leaves the others intact.
+  # The vectors cover this format with both sign modes, many lanes, another
+  # order, the empty vector, the Elias-gamma fallback and no values at all.
+  rng = np.random.default_rng(78)
+  names = ['laplace_dense', 'all_zero', 'sign_runs', 'single_value', 'empty',
+           'row_and_column_scales', 'rows']
+  vectors = [CASES[name] for name in names]
+  sizes = [v.size for v in vectors]
+  clean = [_encode(v, 0.5 if name == 'laplace_dense' else rlr.DEFAULT_LANE_OVERHEAD)
+           for name, v in zip(names, vectors)]
+  assert [d[0] >= rlr.MARKER for d in clean] == [True, True, True, False, False,
+                                                 True, True]
+  specs = [tf.TensorSpec([None], tf.uint8)] * len(sizes)
+
+  @tf.function(input_signature=specs)
+  def many(*datas):
+    return codecs.get_codec('run_length_rans').decode_many(list(datas), sizes)
+
+  @tf.function(input_signature=specs)
+  def separate(*datas):
+    return [rlr.decode_from_bytes(d, n) for d, n in zip(datas, sizes)]
+
+  def as_arrays(data):
+    return [tf.constant(np.frombuffer(d, np.uint8)) for d in data]
+
+  for (values, ok), want in zip(many(*as_arrays(clean)), vectors):
+    assert bool(ok)
+    np.testing.assert_array_equal(values, want)
+  rejected = 0
+  victims = [0, 2, 3, 5, 6]
+  for case in range(15):
+    data = [bytearray(d) for d in clean]
+    victim = victims[case % len(victims)]
+    if case % 3 == 0:  # truncation or trailing bytes
+      data[victim] = (data[victim][:int(rng.integers(len(data[victim])))] if case % 2
+                      else data[victim] + b'\x00\x07')
+    else:  # bit flips
+      for _ in range(int(rng.integers(1, 3))):
+        position = int(rng.integers(len(data[victim]) * 8))
+        data[victim][position // 8] ^= 1 << (position % 8)
+    data = [bytes(d) for d in data]
+    got, want = many(*as_arrays(data)), separate(*as_arrays(data))
+    for i, ((values, ok), (want_values, want_ok)) in enumerate(zip(got, want)):
+      assert bool(ok) == bool(want_ok), (case, i)
+      np.testing.assert_array_equal(values, want_values)
+      if i != victim:
+        assert bool(ok)
+        np.testing.assert_array_equal(values, vectors[i])
+    rejected += not bool(got[victim][1])
+  assert rejected > 10

@@ -95,6 +95,10 @@ class RunLengthRansCodec:
   def decode_from_bytes(self, data, num_elements):
     return run_length_rans.decode_from_bytes(data, num_elements, self.block_size)
 
+  def decode_many(self, datas, sizes):
+    """`decode_from_bytes` of several vectors, in one decoding loop."""
+    return run_length_rans.decode_many(datas, sizes, self.block_size)
+
   def side_info_bits(self, data, num_elements):
     return run_length_rans.side_info_bits(data, num_elements, self.block_size)
 

@@ -708,16 +708,25 @@ def _slot_table(precision, freqs, rows: int, width: int):
                                     tf.bitwise.left_shift(bias, 21)))
 
 
-def _renormalize(x, need, pointer, words):
+def _renormalize(x, need, pointer, lane_segment, lane_base, lane_last, words):
+  """Refills the lanes in `need` from their segment's word stream, in lane order.
+
+  Lane `j` reads the word at `lane_base[j] + min(p + i, lane_last[j])` of
+  `words`, `p` the segment's pointer and `i` the number of lanes before it in
+  its segment that read too (lanes are sorted by segment); an over-read
+  reads the segment's final word (a zero sentinel).
+  """
   need_count = tf.cast(need, tf.int64)
-  at = tf.minimum(pointer + tf.math.cumsum(need_count, exclusive=True),
-                  tf.size(words, out_type=tf.int64) - 1)
+  totals = tf.math.unsorted_segment_sum(need_count, lane_segment, tf.size(pointer))
+  within = (tf.math.cumsum(need_count, exclusive=True)
+            - tf.gather(tf.math.cumsum(totals, exclusive=True), lane_segment))
+  at = lane_base + tf.minimum(tf.gather(pointer, lane_segment) + within, lane_last)
   refilled = tf.bitwise.bitwise_or(tf.bitwise.left_shift(x, WORD_BITS),
                                    tf.gather(words, at))
-  return tf.where(need, refilled, x), pointer + tf.reduce_sum(need_count)
+  return tf.where(need, refilled, x), pointer + totals
 
 
-def _decode_symbol(x, table, context, active, pointer, words):
+def _decode_symbol(x, table, context, active, pointer, lanes):
   entry = tf.gather(table, context * PROB_SCALE
                     + tf.bitwise.bitwise_and(x, PROB_SCALE - 1))
   symbol = tf.bitwise.bitwise_and(entry, 255)
@@ -725,31 +734,49 @@ def _decode_symbol(x, table, context, active, pointer, words):
   decoded = (freq * tf.bitwise.right_shift(x, PRECISION)
              + tf.bitwise.right_shift(entry, 21))
   decoded, pointer = _renormalize(decoded, active & (decoded < STATE_LOWER),
-                                  pointer, words)
+                                  pointer, *lanes)
   return symbol, tf.where(active, decoded, x), pointer
 
 
-@_graph_when_eager([_spec(None), _spec(None), _spec(None), _spec(None),
-                    _spec(None), _spec(None), _spec(), _spec(None),
-                    _spec(dtype=tf.int32)])
-def decode_lanes(states, counts, run_table, run_context_of, value_table,
-                 value_context_of, sign_mode, words, steps):
+RUN_CONTEXT_MAP = ALPHABET + 1  # Entries of a segment's run context map.
+VALUE_CONTEXT_MAP = 2 * (ALPHABET + 1)  # Of its value context map.
+
+
+@_graph_when_eager([_spec(None), _spec(None), _spec(None), _spec(None), _spec(None),
+                    _spec(None), _spec(None), _spec(None), _spec(None), _spec(None),
+                    _spec(None), _spec(dtype=tf.int32)])
+def decode_lanes(states, counts, lane_segment, run_table, run_context_of,
+                 value_table, value_context_of, sign_mode, words, word_base,
+                 word_last, steps):
   """Decodes `steps` pairs in every lane (lane `j` stops after `counts[j]`).
 
+  The lanes may belong to several coded vectors (*segments*, `lane_segment`,
+  non-decreasing): segment `g` has its own word stream `words[word_base[g] ..
+  word_base[g] + word_last[g]]` (ending in a zero sentinel), sign mode
+  `sign_mode[g]` and context maps `run_context_of[36 g .. 36 g + 35]` and
+  `value_context_of[72 g .. 72 g + 71]`, whose contexts index the rows (of
+  `2**12` slots) of the concatenated slot tables `run_table`/`value_table`.
+  One loop for all segments pays the loop's per-step cost once.
+
   Returns:
-    `(states, pointer, pairs)`: final states, words read, and `[steps, lanes]`
-    `run_symbol | value_symbol << 8`.
+    `(states, pointer, pairs)`: final states, words read per segment, and
+    `[steps, lanes]` `run_symbol | value_symbol << 8`.
   """
   lanes = tf.shape(states)[0]
-  sign_mask = tf.where(sign_mode > 0, _i64(1), _i64(0))
+  sign_mask = tf.gather(tf.where(sign_mode > 0, _i64(1), _i64(0)), lane_segment)
+  run_map = lane_segment * RUN_CONTEXT_MAP
+  value_map = lane_segment * VALUE_CONTEXT_MAP
+  lane_words = (lane_segment, tf.gather(word_base, lane_segment),
+                tf.gather(word_last, lane_segment), words)
 
   def body(t, x, previous, previous_negative, pointer, pairs):
     active = _i64(t) < counts
-    run_ctx = tf.gather(run_context_of, previous)
-    run, x, pointer = _decode_symbol(x, run_table, run_ctx, active, pointer, words)
-    value_ctx = tf.gather(value_context_of, 2 * run + previous_negative)
+    run_ctx = tf.gather(run_context_of, run_map + previous)
+    run, x, pointer = _decode_symbol(x, run_table, run_ctx, active, pointer,
+                                     lane_words)
+    value_ctx = tf.gather(value_context_of, value_map + 2 * run + previous_negative)
     value, x, pointer = _decode_symbol(x, value_table, value_ctx, active, pointer,
-                                       words)
+                                       lane_words)
     pairs = pairs.write(t, tf.bitwise.bitwise_or(run, tf.bitwise.left_shift(value, 8)))
     previous = tf.where(active, run, previous)
     previous_negative = tf.where(
@@ -761,7 +788,7 @@ def decode_lanes(states, counts, run_table, run_context_of, value_table,
   zeros = tf.zeros([lanes], tf.int64)
   _, states, _, _, pointer, pairs = tf.while_loop(
       lambda t, *_: t < steps, body,
-      (tf.constant(0), states, zeros, zeros, tf.constant(0, tf.int64), pairs))
+      (tf.constant(0), states, zeros, zeros, tf.zeros_like(word_base), pairs))
   return states, pointer, pairs.stack()[:steps]
 
 
@@ -1263,41 +1290,64 @@ def _parse(data, num_elements):
       ok=ok)
 
 
+def _lane_inputs(data, num_elements):
+  """`_parse`'s fields plus what the decoding loop needs, for this format.
+
+  Adds `states`, `counts` (pairs per lane; all 0 unless `ok`), `steps`
+  (`K`, or 0 unless `ok`), the slot tables, the context maps (indexed by the
+  previous run symbol, and by `2 * run_symbol + previous sign bit`), the word
+  `stream` with a zero sentinel, and `available` (its words before that).
+  """
+  f = _parse(data, num_elements)
+  ok, words = f['ok'], f['words']
+  num_bytes = tf.size(data, out_type=tf.int64)
+  num_nonzero, lane_size = f['num_nonzero'], f['lane_size']
+  # Sized by clamped fields only; a bad header runs no loop steps.
+  num_lanes = tf.where(ok, f['num_lanes'], _i64(1))
+  states = _read(words, f['states_start'] + STATE_BITS * tf.range(num_lanes),
+                 STATE_BITS)
+  ok &= tf.reduce_all(states >= STATE_LOWER)
+  value_ctx = context_of_symbol(f['value_thresholds'])
+  start = tf.minimum(f['word_start'], num_bytes)
+  available = (num_bytes - start) // 2
+  pairs16 = tf.reshape(_i64(tf.slice(data, [start], [2 * available])), [-1, 2])
+  counts = tf.minimum(lane_size, num_nonzero - tf.range(num_lanes) * lane_size)
+  return dict(
+      f, ok=ok, num_lanes=num_lanes, states=tf.maximum(states, STATE_LOWER),
+      counts=tf.where(ok, counts, tf.zeros_like(counts)),
+      steps=tf.where(ok, lane_size, _i64(0)),
+      run_table=_slot_table(f['run_precision'], f['run_freqs'], MAX_RUN_CONTEXTS,
+                            ALPHABET),
+      value_table=_slot_table(f['value_precision'], f['value_freqs'],
+                              MAX_VALUE_CONTEXTS, VALUE_ALPHABET),
+      run_context_of=context_of_symbol(f['run_thresholds']),
+      value_context_of=tf.reshape(tf.where(
+          f['sign_mode'] > 0,
+          2 * value_ctx[:, tf.newaxis] + tf.range(2, dtype=tf.int64)[tf.newaxis, :],
+          tf.tile(value_ctx[:, tf.newaxis], [1, 2])), [-1]),
+      stream=tf.concat([pairs16[:, 0] + tf.bitwise.left_shift(pairs16[:, 1], 8),
+                        [0]], 0),
+      available=available)
+
+
 def _decode_context_rans(data, num_elements):
   """Decodes this format (first byte >= 128); see `decode_from_bytes`."""
-  f = _parse(data, num_elements)
+  f = _lane_inputs(data, num_elements)
+  final, pointer, pairs = decode_lanes(
+      f['states'], f['counts'], tf.zeros_like(f['states']), f['run_table'],
+      f['run_context_of'], f['value_table'], f['value_context_of'],
+      tf.reshape(f['sign_mode'], [1]), f['stream'], tf.zeros([1], tf.int64),
+      tf.reshape(f['available'], [1]), tf.cast(f['steps'], tf.int32))
+  return _finish_decoding(data, f, final, pointer[0], pairs)
+
+
+def _finish_decoding(data, f, final, pointer, pairs):
+  """The values and `ok` from the loop's final states, words read and pairs."""
   ok, words, n = f['ok'], f['words'], f['n']
   num_bytes = tf.size(data, out_type=tf.int64)
   num_nonzero, lane_size, num_lanes = f['num_nonzero'], f['lane_size'], f['num_lanes']
   sign_mode = f['sign_mode']
-  # Sized by clamped fields only; a bad header runs no loop steps.
-  num_lanes = tf.where(ok, num_lanes, _i64(1))
-  states = _read(words, f['states_start'] + STATE_BITS * tf.range(num_lanes),
-                 STATE_BITS)
-  ok &= tf.reduce_all(states >= STATE_LOWER)
-  states = tf.maximum(states, STATE_LOWER)
-
-  run_table = _slot_table(f['run_precision'], f['run_freqs'], MAX_RUN_CONTEXTS,
-                          ALPHABET)
-  value_table = _slot_table(f['value_precision'], f['value_freqs'],
-                            MAX_VALUE_CONTEXTS, VALUE_ALPHABET)
-  run_context_of = context_of_symbol(f['run_thresholds'])
-  value_ctx = context_of_symbol(f['value_thresholds'])
-  # Indexed by `2 * run_symbol + previous sign bit`.
-  value_context_of = tf.reshape(tf.where(
-      sign_mode > 0,
-      2 * value_ctx[:, tf.newaxis] + tf.range(2, dtype=tf.int64)[tf.newaxis, :],
-      tf.tile(value_ctx[:, tf.newaxis], [1, 2])), [-1])
-  start = tf.minimum(f['word_start'], num_bytes)
-  available = (num_bytes - start) // 2
-  pairs16 = tf.reshape(_i64(tf.slice(data, [start], [2 * available])), [-1, 2])
-  stream = tf.concat([pairs16[:, 0] + tf.bitwise.left_shift(pairs16[:, 1], 8), [0]], 0)
-  counts = tf.minimum(lane_size, num_nonzero - tf.range(num_lanes) * lane_size)
-  steps = tf.cast(tf.where(ok, lane_size, _i64(0)), tf.int32)
-  final, pointer, pairs = decode_lanes(
-      states, counts, run_table, run_context_of, value_table, value_context_of,
-      sign_mode, stream, steps)
-  ok &= pointer <= available
+  ok &= pointer <= f['available']
   # Everything below is sized by `go` (a snapshot of `ok`), so that later
   # checks cannot make sizes inconsistent.
   go = ok
@@ -1415,25 +1465,35 @@ def _restore_order(coded, f):
   return tf.reshape(matrix, [-1]), ok
 
 
-def _decode(data, num_elements, block_size):
-  data = tf.reshape(data, [-1])
-  n = _i64(num_elements)
+def _format_of(data):
+  """`(ours, empty)`: whether `data` is in this format, and its empty vector."""
   first = tf.cast(tf.concat([data, [0]], 0)[0], tf.int64)
-  empty_ok = tf.equal(tf.size(data), EMPTY_BYTES) & tf.reduce_all(
+  empty = tf.equal(tf.size(data), EMPTY_BYTES) & tf.reduce_all(
       tf.equal(tf.concat([data, tf.zeros([EMPTY_BYTES], tf.uint8)], 0)[:EMPTY_BYTES],
                tf.constant([MARKER, 0, 0, 0, 0], tf.uint8)))
+  return first >= MARKER, empty
+
+
+def _decode_by_format(data, num_elements, block_size, decode_context_rans):
+  """`(values, ok)` by the first byte: `decode_context_rans()`, empty, or Elias-gamma."""
+  n = _i64(num_elements)
+  ours, empty = _format_of(data)
 
   def context_rans():
-    return tf.cond(
-        empty_ok,
-        lambda: (tf.zeros(tf.reshape(n, [1]), tf.int32), n > 0),
-        lambda: _decode_context_rans(data, n))
+    return tf.cond(empty, lambda: (tf.zeros(tf.reshape(n, [1]), tf.int32), n > 0),
+                   decode_context_rans)
 
   def eg():
     values, ok = elias_gamma.decode_from_bytes(data, num_elements, block_size)
     return tf.reshape(values, tf.reshape(n, [1])), ok
 
-  return tf.cond(first >= MARKER, context_rans, eg)
+  return tf.cond(ours, context_rans, eg)
+
+
+def _decode(data, num_elements, block_size):
+  data = tf.reshape(data, [-1])
+  return _decode_by_format(data, num_elements, block_size,
+                           lambda: _decode_context_rans(data, _i64(num_elements)))
 
 
 @functools.lru_cache(maxsize=None)
@@ -1464,6 +1524,65 @@ def decode_from_bytes(data, num_elements,
   if isinstance(num_elements, int):
     values = tf.ensure_shape(values, [num_elements])
   return values, ok
+
+
+def decode_many(datas, sizes, block_size: int = elias_gamma.DEFAULT_BLOCK_SIZE) -> list:
+  """`[decode_from_bytes(d, n, block_size) for d, n in zip(datas, sizes)]`, at once.
+
+  The lanes of all vectors in this format run as the segments of one
+  `decode_lanes` loop (`K` steps for the largest `K` rather than the sum of
+  the vectors' `K`), so the loop's cost per step is paid once. Results and
+  `ok` flags are exactly those of separate calls; corrupt data of one vector
+  does not affect another's values or flag. Eagerly, separate calls.
+
+  Args:
+    datas: `uint8` vectors produced by `encode_to_bytes`.
+    sizes: The numbers of encoded values (Python ints).
+    block_size: The Elias-gamma fallback's block size.
+
+  Returns:
+    A list of `(values, ok)` pairs, as `decode_from_bytes`.
+  """
+  sizes = [int(n) for n in sizes]
+  if len(datas) != len(sizes):
+    raise ValueError(f'{len(datas)} byte vectors for {len(sizes)} sizes.')
+  datas = [tf.reshape(tf.convert_to_tensor(d, tf.uint8), [-1]) for d in datas]
+  if tf.executing_eagerly() or len(datas) < 2:
+    return [decode_from_bytes(d, n, block_size) for d, n in zip(datas, sizes)]
+  empty = tf.constant([MARKER, 0, 0, 0, 0], tf.uint8)
+  inputs = []
+  for data, n in zip(datas, sizes):
+    ours, is_empty = _format_of(data)
+    # Data in another format is parsed as the empty vector: no lanes, no steps.
+    parsed = tf.cond(ours & ~is_empty, lambda data=data: data, lambda: empty)
+    inputs.append(_lane_inputs(parsed, tf.constant(n, tf.int64)))
+  num_lanes = [tf.size(f['states'], out_type=tf.int64) for f in inputs]
+  lane_start = tf.math.cumsum(tf.stack(num_lanes), exclusive=True)
+  stream_size = tf.stack([tf.size(f['stream'], out_type=tf.int64) for f in inputs])
+  final, pointer, pairs = decode_lanes(
+      tf.concat([f['states'] for f in inputs], 0),
+      tf.concat([f['counts'] for f in inputs], 0),
+      tf.repeat(tf.range(len(inputs), dtype=tf.int64), tf.stack(num_lanes)),
+      tf.concat([f['run_table'] for f in inputs], 0),
+      tf.concat([f['run_context_of'] + g * MAX_RUN_CONTEXTS
+                 for g, f in enumerate(inputs)], 0),
+      tf.concat([f['value_table'] for f in inputs], 0),
+      tf.concat([f['value_context_of'] + g * MAX_VALUE_CONTEXTS
+                 for g, f in enumerate(inputs)], 0),
+      tf.stack([f['sign_mode'] for f in inputs]),
+      tf.concat([f['stream'] for f in inputs], 0),
+      tf.math.cumsum(stream_size, exclusive=True),
+      tf.stack([f['available'] for f in inputs]),
+      tf.cast(tf.reduce_max(tf.stack([f['steps'] for f in inputs])), tf.int32))
+  results = []
+  for g, (data, n, f) in enumerate(zip(datas, sizes, inputs)):
+    lanes = tf.range(lane_start[g], lane_start[g] + num_lanes[g])
+    finish = functools.partial(
+        _finish_decoding, data, f, tf.gather(final, lanes), pointer[g],
+        tf.gather(pairs[:f['steps']], lanes, axis=1))
+    values, ok = _decode_by_format(data, n, block_size, finish)
+    results.append((tf.ensure_shape(values, [n]), ok))
+  return results
 
 
 def side_info_bits(data, num_elements,
