@@ -5,7 +5,7 @@ inside `tff_rdq.aggregators.compressed`) on a real update of the main-job
 model (`configs/stackoverflow_local.toml`: 4,050,748 parameters in 8 tensors;
 by default the saved update `runs/updates_local/updates/round0020_client00.npz`)
 with the config's aggregator (step, rounding, normalization), for the
-Elias-gamma and the rANS codec. The stages, in the order a round runs them:
+Elias-gamma and the rANS codec (`--codec`: also the run-length rANS codec). The stages, in the order a round runs them:
 
   checks           client: the finiteness check and the squared norm of its
                    update (relative distortion); the seed (not with uniform
@@ -62,6 +62,7 @@ import numpy as np  # pylint: disable=wrong-import-position
 import tensorflow as tf  # pylint: disable=wrong-import-position
 import tensorflow_federated as tff  # pylint: disable=wrong-import-position
 
+from tff_rdq import codecs  # pylint: disable=wrong-import-position
 from tff_rdq import runtime  # pylint: disable=wrong-import-position
 from tff_rdq.aggregators import compressed  # pylint: disable=wrong-import-position
 from tff_rdq.aggregators import compressor as compressor_lib  # pylint: disable=wrong-import-position
@@ -286,7 +287,9 @@ def main(argv=None):
   parser.add_argument('--config', default='configs/stackoverflow_local.toml')
   parser.add_argument('--set', dest='overrides', action='append', default=[])
   parser.add_argument('--update', default='runs/updates_local/updates/round0020_client00.npz')
-  parser.add_argument('--codec', choices=['both', 'elias_gamma', 'rans'], default='both')
+  parser.add_argument('--codec', choices=['both', 'all', *codecs.CODEC_NAMES],
+                      default='both',
+                      help='both: Elias-gamma and rANS; all: also run-length rANS')
   parser.add_argument('--transport', choices=['bytes', 'count', 'both'], default='bytes',
                       help='transport of the Elias-gamma runs (count: closed-form bits)')
   parser.add_argument('--before', action='store_true',
@@ -300,7 +303,8 @@ def main(argv=None):
   config = config_lib.load(args.config, args.overrides).aggregator
   update = load_update(args.update)
   runs = []
-  for codec in (['elias_gamma', 'rans'] if args.codec == 'both' else [args.codec]):
+  names = {'both': ['elias_gamma', 'rans'], 'all': list(codecs.CODEC_NAMES)}
+  for codec in names.get(args.codec, [args.codec]):
     transports = ['bytes']
     if codec == 'elias_gamma' and args.transport != 'bytes':
       transports = ['bytes', 'count'] if args.transport == 'both' else ['count']
