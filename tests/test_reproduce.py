@@ -282,6 +282,9 @@ def test_report_numbers_match_the_claims_functions(tmp_path):
     assert float(row['cv']) == pytest.approx(claims.coefficient_of_variation(bits))
     shares = claims.variance_shares(bits, {'corpus': [0] * 4 + [1] * 4})
     assert float(row['share_corpus']) == pytest.approx(shares['corpus'])
+    # The two corpora differ by a factor only: the same CV within each.
+    assert float(row['cv_within_corpus']) == pytest.approx(
+        claims.coefficient_of_variation(bits[:4]))
   assert 'Most consistent normalization' in text
   assert (docs / 'frontier_curves.png').is_file()
   assert (docs / 'main_accuracy_vs_bits.png').is_file()

@@ -479,10 +479,17 @@ def _claim1(frontier_rows) -> list[dict]:
         factors['client'].append(client)
       shares = (claims.variance_shares(values, factors) if len(values) >= 2
                 else dict.fromkeys(factors, math.nan))
+      # Within one corpus: is the frontier the same across the other factors?
+      by_corpus = {c: [v for v, label in zip(values, factors['corpus']) if label == c]
+                   for c in sorted(set(factors['corpus']))}
+      within = [claims.coefficient_of_variation(v) for v in by_corpus.values() if len(v) >= 2]
       results.append(dict(normalization=key, target=target, updates=len(values),
                           outside_grid=len(updates) - len(values),
                           mean_bits=float(np.mean(values)) if values else math.nan,
                           cv=claims.coefficient_of_variation(values),
+                          cv_within_corpus=max(within) if within else math.nan,
+                          mean_bits_by_corpus='; '.join(
+                              f'{c} {np.mean(v):.3g}' for c, v in by_corpus.items()),
                           **{f'share_{k}': v for k, v in shares.items()}))
   return results
 
@@ -644,14 +651,17 @@ def report(runs: list[Run], docs_dir=DEFAULT_DOCS_DIR) -> pathlib.Path:
         'relative distortion are interpolated in log-log per update (updates whose grid does '
         'not reach the target are left out). CV: coefficient of variation of those bits across '
         'updates; shares: the part of their variance explained by each factor on its own '
-        '(one-way eta squared; round = early/middle/late position).\n\n'
+        '(one-way eta squared; round = early/middle/late position); the largest CV within '
+        'a corpus: across the other factors, the corpus held fixed.\n\n'
         f'![frontier curves]({docs_dir.name}/frontier_curves.png)\n\n')
     out.append(_table(('normalization', 'target', 'updates', 'outside grid', 'mean bits', 'CV',
-                       'corpus', 'optimizer', 'round', 'client'),
+                       'corpus', 'optimizer', 'round', 'client', 'mean bits by corpus',
+                       'largest CV within a corpus'),
                       [(NORMALIZATIONS[c['normalization']].split(' (')[0], c['target'],
                         c['updates'], c['outside_grid'], c['mean_bits'], c['cv'],
                         c['share_corpus'], c['share_optimizer'], c['share_round'],
-                        c['share_client']) for c in claim1]) + '\n')
+                        c['share_client'], c['mean_bits_by_corpus'], c['cv_within_corpus'])
+                       for c in claim1]) + '\n')
     best = _best_normalization(claim1)
     if best:
       out.append(f'Most consistent normalization (lowest mean CV over the targets that every '
@@ -663,7 +673,8 @@ def report(runs: list[Run], docs_dir=DEFAULT_DOCS_DIR) -> pathlib.Path:
     out.append('No frontier of saved updates yet.\n\n')
   _write_csv(docs_dir / 'claim1.csv', ('normalization', 'target', 'updates', 'outside_grid',
                                        'mean_bits', 'cv', 'share_corpus', 'share_optimizer',
-                                       'share_round', 'share_client'), claim1)
+                                       'share_round', 'share_client', 'mean_bits_by_corpus',
+                                       'cv_within_corpus'), claim1)
 
   out.append('## Uncompressed against ours at about 1 bit per parameter\n\n'
              'Relative gap = (mean of the uncompressed runs - ours) / that mean; seed spread = '
@@ -707,7 +718,8 @@ def _verdicts(claim1, claim2, one_bit, matches, incomplete) -> str:
         f'With the {NORMALIZATIONS[key].split(" (")[0]} normalization the largest CV of bits/'
         f'parameter at the target distortions {", ".join(str(t) for t in targets)} is '
         f'{worst:.3f} (supported at <= {CV_SUPPORTED}, '
-        f'partly at <= {CV_PARTLY}).'))
+        f'partly at <= {CV_PARTLY}); within one corpus at most '
+        f'{max(c["cv_within_corpus"] for c in claim1 if c["normalization"] == key and c["target"] in targets):.3f}.'))
   if not claim2:
     lines.append(_verdict('Claim 2 (distortion predicts performance)', 'not enough runs yet',
                           'No setting has 3 finished compressed runs.'))
