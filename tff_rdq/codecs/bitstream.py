@@ -179,3 +179,11 @@ def bytes_to_string(data: tf.Tensor) -> tf.Tensor:
 def string_to_bytes(data: tf.Tensor) -> tf.Tensor:
   """A scalar `tf.string` as a `uint8` vector of its bytes."""
   return tf.reshape(tf.io.decode_raw(data, tf.uint8), [-1])
+
+
+def byte_vectors(datas, sizes):
+  """`decode_many`'s arguments checked: `(uint8 vectors, Python int sizes)`."""
+  sizes = [int(n) for n in sizes]
+  if len(datas) != len(sizes):
+    raise ValueError(f'{len(datas)} byte vectors for {len(sizes)} sizes.')
+  return [tf.reshape(tf.convert_to_tensor(d, tf.uint8), [-1]) for d in datas], sizes

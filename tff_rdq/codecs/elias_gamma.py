@@ -587,10 +587,7 @@ def decode_many(datas, sizes, block_size: int = DEFAULT_BLOCK_SIZE) -> list:
   Returns:
     A list of `(values, ok)` pairs, as `decode_from_bytes`.
   """
-  sizes = [int(n) for n in sizes]
-  if len(datas) != len(sizes):
-    raise ValueError(f'{len(datas)} byte vectors for {len(sizes)} sizes.')
-  datas = [tf.reshape(tf.convert_to_tensor(d, tf.uint8), [-1]) for d in datas]
+  datas, sizes = bitstream.byte_vectors(datas, sizes)
   present = [i for i, n in enumerate(sizes) if n > 0]
   # Each vector's data is cut after the longest valid data of its size (longer
   # data is invalid anyway), so that all bit offsets fit int32.

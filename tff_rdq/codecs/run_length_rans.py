@@ -1543,10 +1543,7 @@ def decode_many(datas, sizes, block_size: int = elias_gamma.DEFAULT_BLOCK_SIZE) 
   Returns:
     A list of `(values, ok)` pairs, as `decode_from_bytes`.
   """
-  sizes = [int(n) for n in sizes]
-  if len(datas) != len(sizes):
-    raise ValueError(f'{len(datas)} byte vectors for {len(sizes)} sizes.')
-  datas = [tf.reshape(tf.convert_to_tensor(d, tf.uint8), [-1]) for d in datas]
+  datas, sizes = bitstream.byte_vectors(datas, sizes)
   if tf.executing_eagerly() or len(datas) < 2:
     return [decode_from_bytes(d, n, block_size) for d, n in zip(datas, sizes)]
   empty = tf.constant([MARKER, 0, 0, 0, 0], tf.uint8)
