@@ -124,7 +124,7 @@ def _stages(compressor, sizes, before):
       c['squared_error'] = compressor.squared_error(c['flat'], tensors)
 
   def encoding(c):
-    c['payloads'] = [compressor.payload(q) for q in c['integers']]
+    c['payloads'] = compressor.payloads(c['integers'])
 
   def strings(c):
     seed = c.get('seed', tf.constant(0, tf.int32))

@@ -364,3 +364,17 @@ def test_decode_many_equals_separate_decodes_with_corruption():
   rejected = decode_many_check.rejected_corruptions(
       many, separate, clean, vectors, [0, 2, 3, 5, 6], 15, rng)
   assert rejected > 10
+
+
+@pytest.mark.parametrize('lane_overhead', LANE_OVERHEADS)
+def test_encode_many_equals_separate_encodes(lane_overhead):
+  # One encoding loop for the lanes of all vectors (of different `K`, lane
+  # counts and formats, the empty and all-zero ones included): the same bytes.
+  vectors = [tf.constant(values) for values in CASES.values()]
+  together = codecs.RunLengthRansCodec(lane_overhead).encode_many(vectors)
+  assert len(together) == len(CASES)
+  for name, data in zip(CASES, together):
+    assert bytes(data.numpy()) == _encode(CASES[name], lane_overhead), name
+  assert rlr.encode_many([]) == []
+  with pytest.raises(TypeError, match=r'int32 values, got float32 \(vector 1\)'):
+    rlr.encode_many([vectors[0], tf.constant([1.0])])

@@ -164,13 +164,22 @@ class QuantizeEncodeCompressor(compressor_lib.Compressor):
   def update_state(self, state, diagnostic_means):
     return self.step_control.update_state(state, diagnostic_means)
 
-  def payload(self, integers):
-    """The codec's part of one tensor's payload: its `uint8` bytes, or with
-    `transport="count"` `OrderedDict(bits, side_bits, integers)` (`count_bits`)."""
+  def payloads(self, integers) -> list:
+    """The codec's part of each tensor's payload: its `uint8` bytes, or with
+    `transport="count"` `OrderedDict(bits, side_bits, integers)` (`count_bits`).
+
+    The codec encodes all tensors at once where it can (`encode_many`).
+    """
     if self.counts_bits:
-      bits, side_bits = self.count_bits(integers)
-      return collections.OrderedDict(bits=bits, side_bits=side_bits, integers=integers)
-    return self.codec.encode_to_bytes(integers)
+      payloads = []
+      for q in integers:
+        bits, side_bits = self.count_bits(q)
+        payloads.append(collections.OrderedDict(bits=bits, side_bits=side_bits, integers=q))
+      return payloads
+    encode_many = getattr(self.codec, 'encode_many', None)
+    if encode_many is not None:
+      return encode_many(integers)
+    return [self.codec.encode_to_bytes(q) for q in integers]
 
   def count_bits(self, integers):
     """`(bits, side_bits)` of the Elias-gamma bytes of `integers` `[..., n]`, in closed form.
@@ -302,7 +311,7 @@ class QuantizeEncodeCompressor(compressor_lib.Compressor):
       return self._encode_search(flat_values, step, nonce)
     seed, tensors = self.quantize(flat_values, step, nonce)
     squared_error = self.squared_error(flat_values, tensors)
-    payloads = [self.payload(integers) for _, _, integers in tensors]
+    payloads = self.payloads([integers for _, _, integers in tensors])
     streams = [self.stream(tensor_step, seed, payload)
                for (tensor_step, _, _), payload in zip(tensors, payloads)]
     return self._finish(flat_values, streams, payloads, squared_error, step,

@@ -6,7 +6,9 @@ A codec object has `encode_to_bytes(int32 vector) -> uint8 vector`,
 encoded bytes that are headers/tables rather than coded symbols). `get_codec`
 turns a name into one. A codec may also have `decode_many(uint8 vectors,
 sizes) -> [(int32 vector, ok), ...]`: the same results as `decode_from_bytes`
-of each, computed together (the aggregator uses it when it exists).
+of each, computed together, and `encode_many(int32 vectors) -> [uint8
+vector, ...]`, the same bytes as `encode_to_bytes` of each (the aggregator
+uses them when they exist).
 
 A codec may also have a closed form of its coded length,
 `coded_bits(int32 tensor [..., n]) -> int64 tensor [...]`: for every vector
@@ -91,6 +93,10 @@ class RunLengthRansCodec:
 
   def encode_to_bytes(self, values):
     return run_length_rans.encode_to_bytes(values, self.lane_overhead, self.block_size)
+
+  def encode_many(self, vectors):
+    """`encode_to_bytes` of several vectors, in one encoding loop."""
+    return run_length_rans.encode_many(vectors, self.lane_overhead, self.block_size)
 
   def decode_from_bytes(self, data, num_elements):
     return run_length_rans.decode_from_bytes(data, num_elements, self.block_size)

@@ -1017,15 +1017,17 @@ def _num_columns(n, row_length, transposed):
   return tf.where(transposed, n // width, width)
 
 
-def _encode_context_rans(values, lane_overhead):
-  """This format's bytes for a vector with at least one nonzero value."""
+def _encoder_inputs(values, lane_overhead):
+  """The model and rANS loop inputs of a vector with at least one nonzero value.
+
+  Returns:
+    A dict with the analysis `model` (`analyze`), the `[K, lanes]` symbol
+    frequencies and cumulative frequencies `run_f`, `run_c`, `value_f`,
+    `value_c`, the lanes' `initial` states and the raw `payload` fields with
+    their `payload_offset` and `payload_len`.
+  """
   m = analyze(values, lane_overhead)
-  num_nonzero, lane_size, num_lanes = m['num_nonzero'], m['lane_size'], m['num_lanes']
-  sign_mode = m['sign_mode']
-  run_contexts = m['run_contexts']
-  value_rows = m['value_contexts'] * (1 + sign_mode)
-  alphabet_r, alphabet_m = m['alphabet_r'], m['alphabet_m']
-  alphabet_v = alphabet_m * (1 + sign_mode)
+  lane_size, num_lanes, sign_mode = m['lane_size'], m['num_lanes'], m['sign_mode']
 
   # rANS symbols.
   run_f, run_c = coding_table(m['run_precision'], m['run_freqs'])
@@ -1059,9 +1061,24 @@ def _encode_context_rans(values, lane_overhead):
                      tf.zeros_like(field))
   payload_len = field_len - carried
 
-  states, before_run, before_value = encode_lanes(*matrices, initial)
+  return dict(model=m, run_f=matrices[0], run_c=matrices[1], value_f=matrices[2],
+              value_c=matrices[3], initial=initial, payload=payload,
+              payload_offset=payload_offset, payload_len=payload_len)
+
+
+def _encoded_bytes(values, inputs, states, before_run, before_value):
+  """This format's bytes, given `_encoder_inputs` and the results of its lanes' loop."""
+  m = inputs['model']
+  payload, payload_offset = inputs['payload'], inputs['payload_offset']
+  payload_len = inputs['payload_len']
+  num_nonzero, lane_size, num_lanes = m['num_nonzero'], m['lane_size'], m['num_lanes']
+  sign_mode = m['sign_mode']
+  run_contexts = m['run_contexts']
+  value_rows = m['value_contexts'] * (1 + sign_mode)
+  alphabet_r, alphabet_m = m['alphabet_r'], m['alphabet_m']
+  alphabet_v = alphabet_m * (1 + sign_mode)
   before = tf.stack([before_run, before_value], 1)
-  freqs = tf.stack([matrices[0], matrices[2]], 1)
+  freqs = tf.stack([inputs['run_f'], inputs['value_f']], 1)
   emitted = before >= tf.bitwise.left_shift(freqs, STATE_BITS - PRECISION)
   words = tf.boolean_mask(tf.bitwise.bitwise_and(before, 0xFFFF), emitted)
 
@@ -1149,31 +1166,84 @@ def elias_gamma_bits(values, block_size: int) -> tf.Tensor:
   return 8 * (1 + (num_blocks * width + 7) // 8 + tf.reduce_sum(block_bytes))
 
 
-def _encode(values, lane_overhead, block_size):
-  values = tf.reshape(values, [-1])
+def _encode_many(vectors, lane_overhead, block_size):
+  """`encode_to_bytes` of each vector, the lanes of all in one `encode_lanes` loop."""
+  vectors = [tf.reshape(values, [-1]) for values in vectors]
+  has_nonzero = [tf.reduce_any(tf.not_equal(values, 0)) for values in vectors]
+  # A vector of zeros is coded without the model (5 bytes): a one-value
+  # stand-in keeps the shared loop's inputs well formed.
+  model_inputs = _traced_encoder_inputs(lane_overhead)
+  inputs = [model_inputs(tf.cond(nonzero, lambda values=values: values,
+                                 lambda: tf.ones([1], tf.int32)))
+            for values, nonzero in zip(vectors, has_nonzero)]
+  steps = tf.reduce_max(tf.stack([tf.shape(f['run_f'])[0] for f in inputs]))
+  num_lanes = [tf.shape(f['run_f'])[1] for f in inputs]
+  lane_start = tf.math.cumsum(tf.stack(num_lanes), exclusive=True)
+
+  def joined(key, fill):
+    # Steps past a vector's `K` are no-ops (`_NOOP_FREQUENCY`), coded first.
+    return tf.concat([tf.pad(f[key], [[0, steps - tf.shape(f[key])[0]], [0, 0]],
+                             constant_values=fill) for f in inputs], 1)
+
+  states, before_run, before_value = encode_lanes(
+      joined('run_f', _NOOP_FREQUENCY), joined('run_c', 0),
+      joined('value_f', _NOOP_FREQUENCY), joined('value_c', 0),
+      tf.concat([f['initial'] for f in inputs], 0))
+  vector_bytes = _traced_vector_bytes(block_size)
+  datas = []
+  for g, (values, nonzero, f) in enumerate(zip(vectors, has_nonzero, inputs)):
+    lanes = tf.range(lane_start[g], lane_start[g] + num_lanes[g])
+    own_steps = tf.shape(f['run_f'])[0]
+    datas.append(vector_bytes(values, nonzero, f, tf.gather(states, lanes),
+                              tf.gather(before_run[:own_steps], lanes, axis=1),
+                              tf.gather(before_value[:own_steps], lanes, axis=1)))
+  return datas
+
+
+def _vector_bytes(values, nonzero, inputs, states, before_run, before_value, block_size):
+  """One vector's bytes from its lanes' loop results: this format's or Elias-gamma's."""
+  data = tf.cond(
+      nonzero,
+      lambda: _encoded_bytes(values, inputs, states, before_run, before_value),
+      lambda: tf.constant([MARKER, 0, 0, 0, 0], tf.uint8))
   n = tf.size(values, out_type=tf.int64)
-  num_nonzero = tf.math.count_nonzero(values, dtype=tf.int64)
   # The closed form: the Elias-gamma bytes are only written if chosen.
   eg_bits = elias_gamma_bits(values, block_size)
-  eg_data = lambda: elias_gamma.encode_to_bytes(values, block_size)
-  data = tf.cond(
-      num_nonzero > 0,
-      lambda: _encode_context_rans(values, lane_overhead),
-      lambda: tf.constant([MARKER, 0, 0, 0, 0], tf.uint8))
   # Elias-gamma codes INT32_MIN as -(2**31 - 1): never fall back then.
   lossy = tf.reduce_any(tf.equal(values, tf.int32.min))
   use_ours = (n > 0) & ((8 * tf.size(data, out_type=tf.int64) < eg_bits) | lossy)
-  return tf.cond(use_ours, lambda: tf.identity(data), eg_data)
+  return tf.cond(use_ours, lambda: tf.identity(data),
+                 lambda: elias_gamma.encode_to_bytes(values, block_size))
+
+
+# The per-vector parts of `_encode_many` are not inlined: each is one library
+# function, optimized once and called per vector (inlined, the large model
+# search would be copied and optimized for every vector).
+_NOINLINE = {'_noinline': True}
 
 
 @functools.lru_cache(maxsize=None)
-def _traced_encode(lane_overhead, block_size):
-  # One graph function for vectors of any length: eagerly it runs as a graph;
-  # in a traced graph (TFF) it is one library function, shared by all the
-  # tensors coded with the same settings, called by a function-call op.
+def _traced_vector_bytes(block_size):
+  return tf.function(functools.partial(_vector_bytes, block_size=block_size),
+                     autograph=False, reduce_retracing=True,
+                     experimental_attributes=_NOINLINE)
+
+
+@functools.lru_cache(maxsize=None)
+def _traced_encoder_inputs(lane_overhead):
+  return tf.function(lambda values: _encoder_inputs(values, lane_overhead),
+                     input_signature=[tf.TensorSpec([None], tf.int32)],
+                     autograph=False, experimental_attributes=_NOINLINE)
+
+
+@functools.lru_cache(maxsize=None)
+def _traced_encode(lane_overhead, block_size, count: int):
+  # One graph function for `count` vectors of any lengths: eagerly it runs as
+  # a graph; in a traced graph (TFF) it is one library function, shared by
+  # all the calls with the same settings, called by a function-call op.
   return tf.function(
-      lambda values: _encode(values, lane_overhead, block_size),
-      input_signature=[tf.TensorSpec([None], tf.int32)], autograph=False)
+      lambda *vectors: _encode_many(vectors, lane_overhead, block_size),
+      input_signature=[tf.TensorSpec([None], tf.int32)] * count, autograph=False)
 
 
 def encode_to_bytes(values, lane_overhead: float = DEFAULT_LANE_OVERHEAD,
@@ -1194,13 +1264,36 @@ def encode_to_bytes(values, lane_overhead: float = DEFAULT_LANE_OVERHEAD,
   Returns:
     A `uint8` vector, the encoded bytes.
   """
+  return encode_many([values], lane_overhead, block_size)[0]
+
+
+def encode_many(vectors, lane_overhead: float = DEFAULT_LANE_OVERHEAD,
+                block_size: int = elias_gamma.DEFAULT_BLOCK_SIZE) -> list:
+  """`[encode_to_bytes(v, lane_overhead, block_size) for v in vectors]`, at once.
+
+  The same bytes as separate calls; the lanes of all vectors run in one
+  `encode_lanes` loop (`K` steps for the largest `K` rather than the sum of
+  the vectors' `K`), so the loop's cost per step is paid once.
+
+  Args:
+    vectors: Rank-1 `int32` tensors.
+    lane_overhead: Python float > 0, see `encode_to_bytes`.
+    block_size: Python int, the Elias-gamma fallback's block size.
+
+  Returns:
+    A list of `uint8` vectors, the encoded bytes of each.
+  """
   if not lane_overhead > 0:
     raise ValueError(f'lane_overhead must be > 0, got {lane_overhead}.')
-  values = tf.convert_to_tensor(values)
-  if values.dtype != tf.int32:
-    raise TypeError(f'Expected int32 values, got {values.dtype}.')
-  values = tf.reshape(values, [-1])
-  return _traced_encode(float(lane_overhead), int(block_size))(values)
+  vectors = [tf.convert_to_tensor(values) for values in vectors]
+  for index, values in enumerate(vectors):
+    if values.dtype != tf.int32:
+      raise TypeError(f'Expected int32 values, got {values.dtype.name}'
+                      + (f' (vector {index}).' if len(vectors) > 1 else '.'))
+  if not vectors:
+    return []
+  return list(_traced_encode(float(lane_overhead), int(block_size), len(vectors))(
+      *[tf.reshape(values, [-1]) for values in vectors]))
 
 
 # ----------------------------------------------------------------------------
