@@ -18,6 +18,7 @@ WORDS = 'the a model layer tensor update client server round bits step size code
 @pytest.fixture(scope='session', autouse=True)
 def tff_context():
   """A local C++ execution context, stopped (with its worker) after the session."""
+  runtime._refuse_new_local_workers(False)  # pylint: disable=protected-access
   tff.backends.native.set_sync_local_cpp_execution_context()
   yield
   runtime.stop_tff_workers()
@@ -31,6 +32,8 @@ def local_context_available():
   from tensorflow_federated.python.core.impl.context_stack import runtime_error_context
   if isinstance(tff.framework.get_context_stack().current,
                 runtime_error_context.RuntimeErrorContext):
+    # `runtime.stop_late_workers` (an interrupted CLI run) refuses new workers.
+    runtime._refuse_new_local_workers(False)  # pylint: disable=protected-access
     tff.backends.native.set_sync_local_cpp_execution_context()
   yield
 

@@ -157,6 +157,18 @@ def test_tiny_sweep_writes_report_and_skips_finished_runs(tmp_path, small_corpus
   assert 'Runs finished: 3 of 4' in report
   assert '- run `b_fedadam/rdq_step_size=0.002`' in report
 
+  # `--only` runs the named settings alone (the missing b_fedadam run stays
+  # missing) and names a setting that does not exist.
+  assert cli.main(['reproduce', str(path), '--no-progress', '--docs-dir', str(docs),
+                   '--only', 'a_fedavg']) == 0
+  out = capfd.readouterr().out
+  assert out.count('finished earlier, skipped') == 2 and ': running' not in out
+  assert '[1/2] a_fedavg/' in out and 'b_fedadam' not in out
+  assert 'Runs finished: 3 of 4' in (tmp_path / 'docs' / 'reproduction.md').read_text()
+  assert cli.main(['reproduce', str(path), '--no-progress', '--docs-dir', str(docs),
+                   '--only', 'c_fedavg']) == 2
+  assert "no setting named 'c_fedavg'" in capfd.readouterr().err
+
 
 SYNTHETIC_SETTINGS = '''
 [[setting]]

@@ -45,6 +45,7 @@ import signal
 import socket
 import subprocess
 import time
+import types
 import weakref
 
 import grpc
@@ -141,13 +142,47 @@ def stop_tff_workers() -> None:
   gc.collect()
 
 
-def stop_late_workers(quiet_s: float = 2.0, timeout_s: float = 15.0) -> None:
-  """Stops child workers until none has appeared for `quiet_s` (at most `timeout_s`).
+class _RefusedPopen:
+  """What TFF's local executor factory gets for `subprocess.Popen` after `stop_late_workers`."""
 
-  After an interrupt, a computation still in flight on TFF's own thread can
-  start a fresh worker once the old one is stopped (seen when a sweep was
-  stopped with SIGTERM): this waits that out before the process exits.
+  # TFF's factory annotates with `subprocess.Popen[bytes]`.
+  __class_getitem__ = classmethod(types.GenericAlias)
+
+  def __init__(self, *args, **kwargs):
+    del args, kwargs
+    raise WorkerError('TFF workers were stopped (the run was interrupted); '
+                      'enter a new local execution context to start one.')
+
+
+def _executor_factory_module():
+  # pylint: disable-next=g-import-not-at-top
+  from tensorflow_federated.python.core.impl.executor_stacks import executor_factory
+  return executor_factory
+
+
+def _refuse_new_local_workers(refuse: bool) -> None:
+  """Makes TFF's local executor factory unable (or able again) to start a worker.
+
+  TFF starts its local worker lazily, through the `subprocess` module global of
+  `executor_factory`, whenever a call finds the old one gone: a computation still
+  in flight after an interrupt retries and starts a fresh worker, possibly
+  after this process's last check (it then outlives the process).
   """
+  module = _executor_factory_module()
+  module.subprocess = (types.SimpleNamespace(Popen=_RefusedPopen) if refuse
+                       else subprocess)
+
+
+def stop_late_workers(quiet_s: float = 2.0, timeout_s: float = 15.0) -> None:
+  """Stops the child workers, and every one started until none has for `quiet_s`.
+
+  After an interrupt, a computation still in flight on TFF's own thread retries
+  on a fresh worker once the old one is stopped (seen when a sweep was stopped
+  with SIGTERM). So TFF's local executor factory is first made unable to start
+  one (until the next `local_execution_context`); the wait (at most
+  `timeout_s`) covers a start already past that point.
+  """
+  _refuse_new_local_workers(True)
   deadline = time.monotonic() + timeout_s
   quiet_since = time.monotonic()
   while time.monotonic() < deadline:
@@ -166,6 +201,7 @@ def local_execution_context():
   # Replacing a context whose worker is running would make TFF wait for that
   # worker without a limit; stop it first.
   stop_tff_workers()
+  _refuse_new_local_workers(False)
   try:
     # Inside the `try`: a signal while TFF starts its worker still stops it.
     tff.backends.native.set_sync_local_cpp_execution_context()

@@ -3,6 +3,7 @@
   tff-rdq run CONFIG [--set section.key=value ...] [--no-progress] [--workers H:P,...]
   tff-rdq compare CONFIG [--set section.key=value ...] [--no-progress]
   tff-rdq reproduce CONFIG [--set section.key=value ...] [--no-progress] [--report-only]
+                    [--only SETTING ...]
                     [--docs-dir DIR]
   tff-rdq methods
   tff-rdq frontier RUN_DIR
@@ -53,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
   reproduce.add_argument('--no-progress', action='store_true', help='no progress bar')
   reproduce.add_argument('--report-only', action='store_true',
                          help='only write the report from the results saved so far')
+  reproduce.add_argument('--only', action='append', default=[], metavar='SETTING',
+                         help='run only this setting (repeatable); the report covers all')
   reproduce.add_argument('--docs-dir', default='docs/reproduction',
                          help='where results are copied and the report is written '
                          '(the report is DIR.md); default docs/reproduction')
@@ -138,7 +141,7 @@ def main(argv=None) -> int:
         path = reproduce.report(runs, args.docs_dir)
       else:
         path = reproduce.sweep(args.config, args.overrides, progress=not args.no_progress,
-                               docs_dir=args.docs_dir)
+                               docs_dir=args.docs_dir, only=tuple(args.only))
       print(f'report in {path}')
       return 0
     config = config_lib.load(args.config, args.overrides)

@@ -18,7 +18,7 @@ A reproduce config is an experiment config (the base: `[data]`, `[model]`,
 the grid steps `save_updates.steps` (default `frontier.DEFAULT_STEPS`).
 
 `sweep(path)` runs every run of every setting (`run`, resumable; round-robin over
-the settings, `run_order`) under
+the settings, `run_order`; `only=` names the settings to run) under
 `output.root_dir/NAME/SETTING/LABEL`, skipping those already finished: a run is
 finished when `DOCS/runs/SETTING/LABEL/` holds its `summary.json` of the last
 round and a `config.json` equal to the run's config. After each finished run
@@ -247,13 +247,23 @@ def run_order(runs: list[Run]) -> list[Run]:
       zip(position, range(len(runs)), runs), key=lambda item: item[:2])]
 
 
-def sweep(path, overrides=(), progress=True, docs_dir=DEFAULT_DOCS_DIR) -> pathlib.Path:
-  """Runs the sweep (skipping finished runs), then writes the report; returns its path."""
+def sweep(path, overrides=(), progress=True, docs_dir=DEFAULT_DOCS_DIR,
+          only=()) -> pathlib.Path:
+  """Runs the sweep (skipping finished runs), then writes the report; returns its path.
+
+  `only`: names of settings to run (all if empty); the report covers them all.
+  """
   docs_dir = pathlib.Path(docs_dir)
   _, runs = load(path, overrides)
+  names = list(dict.fromkeys(run.setting for run in runs))
+  unknown = [name for name in only if name not in names]
+  if unknown:
+    raise config_lib.ConfigError(
+        f'{path}: no setting named {unknown[0]!r}; the settings are {names}.')
+  selected = [run for run in run_order(runs) if not only or run.setting in only]
   start = time.perf_counter()
-  for i, run in enumerate(run_order(runs)):
-    prefix = f'[{i + 1}/{len(runs)}] {run.setting}/{run.label}'
+  for i, run in enumerate(selected):
+    prefix = f'[{i + 1}/{len(selected)}] {run.setting}/{run.label}'
     frontier_csv = _frontier_path(docs_dir, run.setting)
     needs_frontier = run.saves_updates and not frontier_csv.is_file()
     updates_index = run.config.run_dir / 'updates' / 'index.json'
