@@ -1,7 +1,7 @@
 """Benchmark: round time of FedAvg with our aggregator against TFF's plain mean.
 
 Builds `build_weighted_fed_avg` processes from one experiment config (by
-default `configs/stackoverflow_local.toml`: the 4,050,748-parameter model on the
+default `configs/stackoverflow_local_full.toml`: the 4,050,748-parameter model on the
 local corpus): the config's aggregator with real bytes (`transport="bytes"`),
 the same with `transport="count"` (closed-form bits, no coding; only for
 `rdq` with the Elias-gamma codec, `--no-count` leaves it out) and
@@ -37,7 +37,7 @@ def _variant(config, **aggregator):
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__)
-  parser.add_argument('--config', default='configs/stackoverflow_local.toml')
+  parser.add_argument('--config', default='configs/stackoverflow_local_full.toml')
   parser.add_argument('--rounds', type=int, default=6)
   parser.add_argument('--set', dest='overrides', action='append', default=[])
   parser.add_argument('--no-count', action='store_true', help='leave out transport="count"')

@@ -2,7 +2,7 @@
 
 Profiles the per-client work of our aggregator (`QuantizeEncodeCompressor`
 inside `tff_rdq.aggregators.compressed`) on a real update of the main-job
-model (`configs/stackoverflow_local.toml`: 4,050,748 parameters in 8 tensors;
+model (`configs/stackoverflow_local_full.toml`: 4,050,748 parameters in 8 tensors;
 by default the saved update `runs/updates_local/updates/round0020_client00.npz`)
 with the config's aggregator (step, rounding, normalization), for the
 Elias-gamma and the rANS codec (`--codec`: also the run-length rANS codec). The stages, in the order a round runs them:
@@ -284,7 +284,7 @@ def print_table(record, file=sys.stdout):
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--config', default='configs/stackoverflow_local.toml')
+  parser.add_argument('--config', default='configs/stackoverflow_local_full.toml')
   parser.add_argument('--set', dest='overrides', action='append', default=[])
   parser.add_argument('--update', default='runs/updates_local/updates/round0020_client00.npz')
   parser.add_argument('--codec', choices=['both', 'all', *codecs.CODEC_NAMES],

@@ -1,5 +1,6 @@
 """Tests of `tff_rdq.experiments.claims` against hand-computed values."""
 
+import itertools
 import math
 
 import numpy as np
@@ -81,3 +82,27 @@ def test_bits_to_match():
   assert claims.bits_to_match(points, 5.5) == (0.5, 'at_or_below_fewest_bits')
   bits, status = claims.bits_to_match(points, 3.0)
   assert status == 'not_reached' and math.isnan(bits)
+
+
+def test_permutation_p_spearman_exact_and_sampled():
+  # Runs in order: only the identity order of n reaches rho = 1.
+  assert claims.permutation_p_spearman([1, 2, 3], [4, 5, 9]) == pytest.approx(1 / 6)
+  assert claims.permutation_p_spearman([1, 2, 3, 4], [1, 3, 5, 7]) == pytest.approx(1 / 24)
+  # Reversed: every order is at least as large.
+  assert claims.permutation_p_spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(1.0)
+  assert math.isnan(claims.permutation_p_spearman([1, 2, 3], [5, 5, 5]))
+  # Exact enumeration against a direct count, with ties.
+  x, y = [0.1, 0.4, 0.2, 0.9, 0.5], [1.0, 2.0, 2.0, 5.0, 3.0]
+  observed = claims.spearman(x, y)
+  orders = list(itertools.permutations(y))
+  expected = sum(claims.spearman(x, list(o)) >= observed - 1e-12 for o in orders) / len(orders)
+  assert claims.permutation_p_spearman(x, y) == pytest.approx(expected)
+  # Sampled (n = 9 > 8): close to the exact value of 1/9! for a perfect order.
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=12)
+  y = x + rng.normal(scale=1.0, size=12)
+  sampled = claims.permutation_p_spearman(x, y, samples=20000, seed=2)
+  assert claims.permutation_p_spearman(x, y, samples=20000, seed=2) == sampled
+  assert 0 < sampled < 0.05
+  assert claims.permutation_p_spearman(list(range(9)), list(range(9))) == pytest.approx(
+      1 / 20001)

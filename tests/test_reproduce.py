@@ -266,6 +266,9 @@ def test_report_numbers_match_the_claims_functions(tmp_path):
   low, high = claims.bootstrap_spearman(x, y)
   assert float(claim2['all_low']) == pytest.approx(low)
   assert float(claim2['all_high']) == pytest.approx(high)
+  assert float(claim2['all_p']) == pytest.approx(claims.permutation_p_spearman(x, y))
+  assert float(claim2['all_p']) == pytest.approx(1 / 720)  # 6 runs, ranks in the same order.
+  assert 'Claim 2 (distortion predicts performance): supported' in text
   ours = [k for k in compressed if k.startswith('rdq')]
   assert float(claim2['ours_spearman']) == pytest.approx(
       claims.spearman([SYNTHETIC[k][3] for k in ours], [SYNTHETIC[k][1] for k in ours]))

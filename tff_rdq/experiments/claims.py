@@ -5,6 +5,10 @@ Pure functions over small tables of finished runs and saved updates:
 - `spearman(x, y)`: Spearman's rank correlation (average ranks for ties).
 - `bootstrap_spearman(x, y, ...)`: a seeded percentile bootstrap interval of it
   (pairs resampled with replacement).
+- `permutation_p_spearman(x, y, ...)`: the one-sided permutation p-value of a
+  positive correlation (exact for up to 8 pairs); with few runs the bootstrap
+  interval degenerates (3 runs in order always give [1, 1]), the p-value does
+  not (3 runs in order: 1/6).
 - `coefficient_of_variation(values)`: sample standard deviation / mean.
 - `variance_shares(values, factors)`: for each factor, the share of the total
   sum of squares explained by its group means (one-way eta squared, each
@@ -17,6 +21,7 @@ Pure functions over small tables of finished runs and saved updates:
 (The Pareto front of a (bits, value) table is `compare.pareto_front`.)
 """
 
+import itertools
 import math
 
 import numpy as np
@@ -76,6 +81,33 @@ def bootstrap_spearman(x, y, *, samples: int = 2000, level: float = 0.95,
   tail = (1 - level) / 2 * 100
   low, high = np.percentile(values, [tail, 100 - tail])
   return float(low), float(high)
+
+
+EXACT_PERMUTATION_PAIRS = 8  # 8! = 40,320 orders.
+
+
+def permutation_p_spearman(x, y, *, samples: int = 20000, seed: int = 0) -> float:
+  """One-sided p-value of `spearman(x, y)` under independence (a positive correlation).
+
+  The share of orders of `y` (all `n!` of them when `n <= 8`, else `samples`
+  seeded random ones, counted as `(hits + 1) / (samples + 1)`) whose
+  correlation with `x` is at least the observed one (up to 1e-12). NaN when
+  the correlation is undefined.
+  """
+  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+  observed = spearman(x, y)
+  if math.isnan(observed):
+    return math.nan
+  rx, ry = ranks(x), ranks(y)
+  rx, ry = rx - rx.mean(), ry - ry.mean()
+  scale = math.sqrt(float(np.sum(rx * rx) * np.sum(ry * ry)))
+  threshold = observed * scale - 1e-12
+  if len(x) <= EXACT_PERMUTATION_PAIRS:
+    orders = np.array(list(itertools.permutations(range(len(x)))))
+    return float(np.mean(ry[orders] @ rx >= threshold))
+  rng = np.random.default_rng(seed)
+  orders = np.argsort(rng.random((samples, len(x))), axis=1)
+  return float((np.sum(ry[orders] @ rx >= threshold) + 1) / (samples + 1))
 
 
 def coefficient_of_variation(values) -> float:
