@@ -1,7 +1,7 @@
 """Benchmark: where one client's compression cost goes, inside TFF's worker.
 
 Profiles the per-client work of our aggregator (`QuantizeEncodeCompressor`
-inside `tff_rdq.aggregators.compressed`) on a real update of the main-job
+inside `tff_rdq.aggregators.compressed`) on a real update of the full-size
 model (`configs/stackoverflow_local_full.toml`: 4,050,748 parameters in 8 tensors;
 by default the saved update `runs/updates_local/updates/round0020_client00.npz`)
 with the config's aggregator (step, rounding, normalization), for the
