@@ -17,6 +17,7 @@ import types
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_federated as tff
 
 from tff_rdq.data import corpus
 from tff_rdq.data import spam_assassin
@@ -321,6 +322,38 @@ def test_preprocess_fn_batches_epochs_and_max_elements():
   )
   shapes = [tuple(x.shape) for x, _ in preprocess_fn(dataset)]
   assert shapes == [(4, 20)] * 6 + [(1, 20)]
+
+
+def test_preprocess_fn_equals_tffs(corpus_dir):
+  from tensorflow_federated.python.simulation.baselines.stackoverflow import (  # pylint: disable=g-import-not-at-top
+      word_prediction_preprocessing)
+  train, _, _ = stackoverflow.load_client_data(corpus_dir)
+  vocab = ['a', 'b']
+  for epochs, max_elements, length in ((1, None, 3), (3, 5, 4), (2, 2, 1)):
+    ours = stackoverflow.make_preprocess_fn(
+        vocab, batch_size=2, sequence_length=length, num_epochs=epochs,
+        max_elements=max_elements, shuffle_buffer_size=1)
+    tffs = word_prediction_preprocessing.create_preprocess_fn(
+        tff.simulation.baselines.ClientSpec(num_epochs=epochs, batch_size=2,
+                                            max_elements=max_elements,
+                                            shuffle_buffer_size=1),
+        vocab, sequence_length=length)
+    for client in train.client_ids:
+      dataset = train.create_tf_dataset_for_client(client)
+      expected = [(x.numpy(), y.numpy()) for x, y in tffs(dataset)]
+      got = [(x.numpy(), y.numpy()) for x, y in ours(dataset)]
+      assert len(got) == len(expected) > 0
+      for (x, y), (ex, ey) in zip(got, expected):
+        np.testing.assert_array_equal(x, ex)
+        np.testing.assert_array_equal(y, ey)
+
+
+@pytest.mark.parametrize('argument', [
+    dict(batch_size=0), dict(batch_size=2, num_epochs=0), dict(batch_size=2, max_elements=0),
+    dict(batch_size=2, sequence_length=True)])
+def test_preprocess_fn_rejects_bad_sizes(argument):
+  with pytest.raises(ValueError, match='must be a positive integer'):
+    stackoverflow.make_preprocess_fn(['a'], **argument)
 
 
 def test_seeded_shuffle_is_reproducible():
