@@ -279,6 +279,8 @@ def test_report_numbers_match_the_claims_functions(tmp_path):
     bits, status = claims.bits_to_match(curve, SYNTHETIC[label][1])
     assert float(matches[label]['ours_bits']) == pytest.approx(bits)
     assert matches[label]['status'] == status
+    assert matches[label]['outcome'] == 'ours better'
+    assert float(matches[label]['seed_spread']) == pytest.approx(0.1)
   assert 'Ours beats the baselines at equal bits: supported' in text
 
   (one_bit,) = _csv(docs / 'one_bit.csv')
@@ -303,3 +305,15 @@ def test_report_numbers_match_the_claims_functions(tmp_path):
   assert 'Most consistent normalization' in text
   assert (docs / 'frontier_curves.png').is_file()
   assert (docs / 'main_accuracy_vs_bits.png').is_file()
+
+
+def test_outcome_against_a_baseline_uses_the_seed_spread():
+  ours = [(0.25, 6.0), (0.5, 5.5), (1.0, 5.0)]
+  # On ours' curve (5.5 at 0.5 bits): a tie within a spread of 0.1 ...
+  assert reproduce._outcome(ours, 5.5, 0.5, 0.1) == 'within seed spread'
+  # ... and with no spread (one seed), ours reaches it with no more bits.
+  assert reproduce._outcome(ours, 5.5, 0.5, 0.0) == 'ours better'
+  assert reproduce._outcome(ours, 5.8, 0.5, 0.1) == 'ours better'
+  assert reproduce._outcome(ours, 5.2, 0.5, 0.1) == 'baseline better'
+  assert reproduce._outcome(ours, 4.0, 3.0, 0.1) == 'baseline better'  # Ours never gets there.
+  assert reproduce._outcome(ours, 6.5, 0.1, 0.1) == 'not comparable'  # Fewer bits than ours.

@@ -400,6 +400,26 @@ def _table(header, rows) -> str:
   return '\n'.join(lines) + '\n'
 
 
+def _outcome(ours, loss, bits, spread) -> str:
+  """Ours against one baseline run (`loss` at `bits`), with `spread` as the noise.
+
+  `ours better`: ours reaches `loss - spread` with at most `bits`; `baseline
+  better`: ours does not reach `loss + spread` with at most `bits` (and has a
+  run with so few bits); otherwise `within seed spread` (or `not comparable`
+  when ours has no run with so few bits). With `spread = 0` (fewer than 2
+  uncompressed seeds) this is `bits_to_match`'s plain comparison.
+  """
+  won_bits, won = claims.bits_to_match(ours, loss - spread)
+  if won != 'not_reached' and won_bits <= bits:
+    return 'ours better'
+  if not ours or min(b for b, _ in ours) > bits:
+    return 'not comparable'
+  lost_bits, lost = claims.bits_to_match(ours, loss + spread)
+  if lost == 'not_reached' or lost_bits > bits:
+    return 'baseline better'
+  return 'within seed spread'
+
+
 def _accuracy_section(setting, finished, docs_dir) -> tuple[str, list[dict], list[dict]]:
   """Table, plot and bits-to-match of one setting; returns markdown and CSV rows."""
   rows = [dict(s, setting=setting, label=r.label, method=r.kind) for r, s in finished]
@@ -410,6 +430,8 @@ def _accuracy_section(setting, finished, docs_dir) -> tuple[str, list[dict], lis
     for row, on in zip(rows, compare.pareto_front(points[key], higher)):
       row[f'front_{key}'] = on
   ours = [(s['mean_bits_per_parameter'], s['eval_loss']) for r, s in finished if r.rdq_uniform]
+  seeds = [s['eval_loss'] for r, s in finished if not r.compressed]
+  spread = max(seeds) - min(seeds) if len(seeds) >= 2 else 0.0
   matches = []
   for r, s in finished:
     if r.config.aggregator.method in ('rdq', 'mean'):
@@ -418,7 +440,9 @@ def _accuracy_section(setting, finished, docs_dir) -> tuple[str, list[dict], lis
     baseline_bits = s['mean_bits_per_parameter']
     matches.append(dict(setting=setting, baseline=r.label, baseline_bits=baseline_bits,
                         eval_loss=s['eval_loss'], ours_bits=bits, status=status,
-                        ours_fewer_bits=status != 'not_reached' and bits <= baseline_bits))
+                        ours_fewer_bits=status != 'not_reached' and bits <= baseline_bits,
+                        seed_spread=spread,
+                        outcome=_outcome(ours, s['eval_loss'], baseline_bits, spread)))
   fig, axes = plt.subplots(1, 3, figsize=(18, 5))
   for ax, (key, label, higher) in zip(axes, (
       ('eval_accuracy', 'final test accuracy', True),
@@ -443,9 +467,15 @@ def _accuracy_section(setting, finished, docs_dir) -> tuple[str, list[dict], lis
            f'![{setting}]({docs_dir.name}/{png})\n')
   if matches:
     text += '\nBits ours (rdq, uniform rounding) needs to reach each baseline\'s eval loss:\n\n'
-    text += _table(('baseline', 'its bits/param', 'its eval loss', 'ours bits/param', 'status'),
+    text += _table(('baseline', 'its bits/param', 'its eval loss', 'ours bits/param', 'status',
+                    'seed spread', 'outcome'),
                    [(m['baseline'], m['baseline_bits'], m['eval_loss'],
-                     m['ours_bits'], m['status'].replace('_', ' ')) for m in matches])
+                     m['ours_bits'], m['status'].replace('_', ' '), m['seed_spread'],
+                     m['outcome']) for m in matches])
+    text += ('\n*Seed spread*: max - min eval loss of the uncompressed seeds (0 with one '
+             'seed); *outcome*: ours better if it reaches the baseline\'s eval loss minus the '
+             'spread with no more bits, the baseline better if ours cannot reach its eval loss '
+             'plus the spread with no more bits, else within the seed spread.\n')
   return text, rows, matches
 
 
@@ -628,7 +658,8 @@ def report(runs: list[Run], docs_dir=DEFAULT_DOCS_DIR) -> pathlib.Path:
                 'front_eval_loss', 'front_eval_accuracy', 'front_eval_accuracy_without_oov_or_eos']
   _write_csv(docs_dir / 'runs.csv', run_fields, all_rows)
   _write_csv(docs_dir / 'bits_to_match.csv', ('setting', 'baseline', 'baseline_bits', 'eval_loss',
-                                               'ours_bits', 'status', 'ours_fewer_bits'),
+                                               'ours_bits', 'status', 'ours_fewer_bits',
+                                               'seed_spread', 'outcome'),
              all_matches)
 
   out.append('## Claim 2: distortion predicts model performance\n\n'
@@ -764,11 +795,18 @@ def _verdicts(claim1, claim2, one_bit, matches, incomplete) -> str:
     lines.append(_verdict('Ours beats the baselines at equal bits', 'not enough runs yet',
                           'No finished baseline runs beside ours.'))
   else:
-    wins = sum(bool(m['ours_fewer_bits']) for m in matches)
-    verdict = ('supported' if wins == len(matches) else
-               'partly' if wins * 2 >= len(matches) else 'not supported')
+    outcomes = [m['outcome'] for m in matches if m['outcome'] != 'not comparable']
+    wins, losses = outcomes.count('ours better'), outcomes.count('baseline better')
+    n = len(outcomes)
+    verdict = ('not enough runs yet' if not n else
+               'supported' if wins == n else
+               'not supported' if losses * 2 >= n else
+               'partly' if wins * 2 >= n else 'not separated from seed noise')
     lines.append(_verdict(
-        'Ours beats the baselines at equal bits', verdict + note,
-        f'Ours reaches the baseline\'s eval loss with no more bits in {wins} of {len(matches)} '
-        'baseline runs (supported: all; partly: at least half).'))
+        'Ours beats the baselines at equal bits', verdict + (note if n else ''),
+        f'Of {n} baseline runs ours can be compared with (eval loss against bits, with the '
+        f'uncompressed seeds\' spread as noise), ours is better in {wins}, the baseline in '
+        f'{losses}, and {n - wins - losses} are within the seed spread (supported: ours better '
+        'in all; not supported: the baseline better in at least half; partly: ours better in '
+        'at least half).'))
   return ''.join(lines)
