@@ -30,8 +30,9 @@ bits in `rlr`, `tfc` and `ideal`.
 
 With `--time` (default on), times `rlr` against Elias-gamma inside TFF's C++
 worker: one `tff.tensorflow.computation` per codec that encodes and decodes
-every tensor of an update (as the aggregator does: Elias-gamma decodes all
-tensors in one loop, `decode_many`) and checks the round trip; calls alternate between
+every tensor of an update as the aggregator does (all tensors in one loop
+where the codec can: `rlr`'s `encode_many`, both codecs' `decode_many`) and
+checks the round trip; calls alternate between
 the codecs (`--repeats` pairs, medians); the time of a computation that only
 receives the same tensors is subtracted from both (`time_ratio`).
 
@@ -180,10 +181,13 @@ class Timer:
     types = tff.StructType([(None, tff.TensorType(np.int32, [n])) for n in sizes])
 
     def computation(codec):
-      # As the aggregator decodes: every tensor at once where the codec can.
+      # As the aggregator encodes and decodes: every tensor at once where the
+      # codec can (`QuantizeEncodeCompressor.payloads`, `decode_many`).
       @tff.tensorflow.computation(types)
       def run(xs):
-        datas = [codec.encode_to_bytes(x) for x in xs]
+        encode_many = getattr(codec, 'encode_many', None)
+        datas = (encode_many(xs) if encode_many is not None else
+                 [codec.encode_to_bytes(x) for x in xs])
         sizes = [int(x.shape[0]) for x in xs]
         decode_many = getattr(codec, 'decode_many', None)
         decoded = (decode_many(datas, sizes) if decode_many is not None else
