@@ -106,14 +106,3 @@ def test_permutation_p_spearman_exact_and_sampled():
   assert 0 < sampled < 0.05
   assert claims.permutation_p_spearman(list(range(9)), list(range(9))) == pytest.approx(
       1 / 20001)
-
-
-def test_loss_at_bits():
-  points = [(1.0, 5.0), (0.25, 6.0), (0.5, 5.5)]
-  assert claims.loss_at_bits(points, 0.25) == 6.0
-  assert claims.loss_at_bits(points, 0.375) == pytest.approx(5.75)
-  assert claims.loss_at_bits(points, 0.75) == pytest.approx(5.25)
-  assert claims.loss_at_bits(points, 1.0) == 5.0
-  assert math.isnan(claims.loss_at_bits(points, 0.2))
-  assert math.isnan(claims.loss_at_bits(points, 1.5))
-  assert math.isnan(claims.loss_at_bits([], 1.0))

@@ -17,8 +17,6 @@ Pure functions over small tables of finished runs and saved updates:
 - `bits_to_match(points, target_loss)`: the bits per parameter at which a
   method's (bits, eval loss) curve first reaches `target_loss`, linearly
   interpolated between neighbouring runs ordered by bits.
-- `loss_at_bits(points, bits)`: the other way round, a method's eval loss at
-  `bits`, linearly interpolated (NaN outside its runs' range of bits).
 
 (The Pareto front of a (bits, value) table is `compare.pareto_front`.)
 """
@@ -168,20 +166,3 @@ def bits_to_match(points, target_loss: float):
       fraction = (l0 - target_loss) / (l0 - l1)
       return b0 + fraction * (b1 - b0), 'interpolated'
   return math.nan, 'not_reached'
-
-
-
-def loss_at_bits(points, bits: float) -> float:
-  """A (bits, loss) curve's loss at `bits`: linear between the runs around it.
-
-  The runs are ordered by bits; NaN when `bits` lies outside their range (or
-  there are none). At a run's exact bits, that run's loss (the first of equal
-  bits).
-  """
-  points = sorted((float(b), float(l)) for b, l in points)
-  for (b0, l0), (b1, l1) in zip(points, points[1:] + points[-1:]):
-    if b0 == bits:
-      return l0
-    if b0 < bits <= b1:
-      return l0 + (bits - b0) / (b1 - b0) * (l1 - l0)
-  return math.nan
