@@ -348,11 +348,13 @@ def test_preprocess_fn_equals_tffs(corpus_dir):
         np.testing.assert_array_equal(y, ey)
 
 
-@pytest.mark.parametrize('argument', [
-    dict(batch_size=0), dict(batch_size=2, num_epochs=0), dict(batch_size=2, max_elements=0),
-    dict(batch_size=2, sequence_length=True)])
-def test_preprocess_fn_rejects_bad_sizes(argument):
-  with pytest.raises(ValueError, match='must be a positive integer'):
+@pytest.mark.parametrize('argument,error,message', [
+    (dict(batch_size=0), ValueError, 'batch_size must be >= 1'),
+    (dict(batch_size=2, num_epochs=0), ValueError, 'num_epochs must be >= 1'),
+    (dict(batch_size=2, max_elements=0), ValueError, 'max_elements must be >= 1'),
+    (dict(batch_size=2, sequence_length=True), TypeError, 'sequence_length must be an int')])
+def test_preprocess_fn_rejects_bad_sizes(argument, error, message):
+  with pytest.raises(error, match=message):
     stackoverflow.make_preprocess_fn(['a'], **argument)
 
 

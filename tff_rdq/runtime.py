@@ -154,12 +154,6 @@ class _RefusedPopen:
                       'enter a new local execution context to start one.')
 
 
-def _executor_factory_module():
-  # pylint: disable-next=g-import-not-at-top
-  from tensorflow_federated.python.core.impl.executor_stacks import executor_factory
-  return executor_factory
-
-
 def _refuse_new_local_workers(refuse: bool) -> None:
   """Makes TFF's local executor factory unable (or able again) to start a worker.
 
@@ -168,9 +162,10 @@ def _refuse_new_local_workers(refuse: bool) -> None:
   in flight after an interrupt retries and starts a fresh worker, possibly
   after this process's last check (it then outlives the process).
   """
-  module = _executor_factory_module()
-  module.subprocess = (types.SimpleNamespace(Popen=_RefusedPopen) if refuse
-                       else subprocess)
+  # pylint: disable-next=g-import-not-at-top
+  from tensorflow_federated.python.core.impl.executor_stacks import executor_factory
+  executor_factory.subprocess = (types.SimpleNamespace(Popen=_RefusedPopen) if refuse
+                                 else subprocess)
 
 
 def stop_late_workers(quiet_s: float = 2.0, timeout_s: float = 15.0) -> None:

@@ -35,6 +35,7 @@ from tensorflow_federated.python.simulation.baselines.stackoverflow import const
 from tensorflow_federated.python.simulation.baselines.stackoverflow import word_prediction_preprocessing
 # pylint: enable=g-direct-tensorflow-import
 
+from tff_rdq import validation
 from tff_rdq.data import sqlite_format
 
 _REQUIRED_COLUMNS = {
@@ -317,11 +318,9 @@ def make_preprocess_fn(
   for name, value in (('batch_size', batch_size), ('num_epochs', num_epochs),
                       ('sequence_length', sequence_length),
                       ('num_out_of_vocab_buckets', num_out_of_vocab_buckets)):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-      raise ValueError(f'{name} must be a positive integer, got {value!r}.')
-  if max_elements is not None and (isinstance(max_elements, bool) or
-                                   not isinstance(max_elements, int) or max_elements < 1):
-    raise ValueError(f'max_elements must be a positive integer or None, got {max_elements!r}.')
+    validation.check_int(name, value, low=1)
+  if max_elements is not None:
+    validation.check_int('max_elements', max_elements, low=1)
   # TFF's pipeline with its own `build_to_ids_fn` and `split_input_target`,
   # built once here and traced once per element structure: TFF's function
   # builds the table and traces both functions again for every client dataset,
