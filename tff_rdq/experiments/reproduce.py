@@ -633,7 +633,8 @@ def report(runs: list[Run], docs_dir=DEFAULT_DOCS_DIR) -> pathlib.Path:
          'every number below is computed from them.\n\n',
          f'Runs finished: {len(runs) - len(missing)} of {len(runs)}. Sweep wall time so far: '
          f'{wall / 60:.1f} min (the runs\' measured wall times, summed over sessions, plus the '
-         'frontier measurements).\n\n']
+         'frontier measurements; runs that shared the machine each count their own time, '
+         'so it can exceed the elapsed time).\n\n']
   if missing or frontier_missing:
     out.append('Missing (not run yet, unfinished, or run with a different config):\n\n')
     out += [f'- run `{r.setting}/{r.label}`\n' for r in missing]
