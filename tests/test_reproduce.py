@@ -317,3 +317,47 @@ def test_outcome_against_a_baseline_uses_the_seed_spread():
   assert reproduce._outcome(ours, 5.2, 0.5, 0.1) == 'baseline better'
   assert reproduce._outcome(ours, 4.0, 3.0, 0.1) == 'baseline better'  # Ours never gets there.
   assert reproduce._outcome(ours, 6.5, 0.1, 0.1) == 'not comparable'  # Fewer bits than ours.
+
+
+def test_summary_goes_between_the_readme_markers(tmp_path, capsys):
+  config = _write(tmp_path, tmp_path, SYNTHETIC_SETTINGS)
+  _, runs = reproduce.load(config)
+  docs = tmp_path / 'reproduction'
+  _fake_results(docs, runs)
+  reproduce.report(runs, docs)
+  summary = (docs / 'summary.md').read_text()
+  assert 'Runs finished: 8 of 9 (8.0 min' in summary
+  # Every finished run is a row; a baseline's row carries its outcome from the report.
+  matches = {r['baseline']: r for r in _csv(docs / 'bits_to_match.csv')}
+  for label in SYNTHETIC:
+    assert f'| main | {label} |' in summary
+  row = next(line for line in summary.splitlines() if '| top_k_fraction=0.01 |' in line)
+  assert matches['top_k_fraction=0.01']['outcome'] in row
+  assert 'Claim 2 (distortion predicts performance): supported' in summary
+
+  readme = tmp_path / 'README.md'
+  readme.write_text(f'# Title\n\nbefore\n{reproduce.README_BEGIN}\nold numbers\n'
+                    f'{reproduce.README_END}\nafter\n')
+  for _ in range(2):  # Rewriting replaces; it never adds a second copy.
+    assert cli.main(['reproduce', str(config), '--report-only', '--docs-dir', str(docs),
+                     '--readme', str(readme)]) == 0
+  text = readme.read_text()
+  assert 'old numbers' not in text and text.count(summary.strip()) == 1
+  assert text.startswith('# Title\n\nbefore\n') and text.endswith(f'{reproduce.README_END}\nafter\n')
+
+  (tmp_path / 'NO_MARKERS.md').write_text('# Title\n')
+  with pytest.raises(config_lib.ConfigError, match='no reproduction summary markers'):
+    reproduce.update_readme(tmp_path / 'NO_MARKERS.md', docs / 'summary.md')
+  assert cli.main(['reproduce', str(config), '--report-only', '--docs-dir', str(docs),
+                   '--readme', str(tmp_path / 'NO_MARKERS.md')]) == 2
+  assert 'no reproduction summary markers' in capsys.readouterr().err
+
+
+def test_readme_summary_is_the_saved_report():
+  # The README's sweep numbers are the report's summary, regenerated with
+  # `--report-only --readme README.md` whenever the report is.
+  root = pathlib.Path(__file__).resolve().parents[1]
+  readme = (root / 'README.md').read_text()
+  begin = readme.index(reproduce.README_BEGIN) + len(reproduce.README_BEGIN)
+  block = readme[begin:readme.index(reproduce.README_END)]
+  assert block.strip() == (root / 'docs/reproduction/summary.md').read_text().strip()

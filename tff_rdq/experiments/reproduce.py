@@ -30,7 +30,11 @@ sweep interrupted at any point loses nothing once `DOCS` is committed.
 
 `report(...)` (also `tff-rdq reproduce CONFIG --report-only`) writes
 `DOCS.md` (`docs/reproduction.md`), CSVs and PNGs in `DOCS` from those copies
-alone; runs not finished yet are listed as missing.
+alone; runs not finished yet are listed as missing. It also writes
+`DOCS/summary.md`, the short form (every finished run, the baselines' outcomes,
+Claims 1 and 2 in brief and the verdicts), which `update_readme` (`--readme
+README.md`) puts between the README's `README_BEGIN` and `README_END` markers,
+so that the README's numbers are the report's, never typed in.
 """
 
 import csv
@@ -57,6 +61,10 @@ from tff_rdq.quantizers import uniform
 # pylint: enable=wrong-import-position
 
 DEFAULT_DOCS_DIR = 'docs/reproduction'
+# The README lines between these markers are `DOCS/summary.md` (`update_readme`).
+README_BEGIN = ('<!-- reproduction summary: written by `tff-rdq reproduce CONFIG --report-only '
+                '--readme README.md` from docs/reproduction/summary.md; do not edit -->')
+README_END = '<!-- end of reproduction summary -->'
 SETTING_KEYS = ('name', 'corpus', 'optimizer', 'set', 'save_updates', 'sweep')
 SAVE_UPDATES_KEYS = ('rounds', 'clients', 'run', 'steps')
 # Claim 1: relative distortions at which bits per parameter are compared.
@@ -740,10 +748,78 @@ def report(runs: list[Run], docs_dir=DEFAULT_DOCS_DIR) -> pathlib.Path:
                                         'acc_ours', 'acc_gap', 'acc_spread'), one_bit)
 
   out.append('## Verdicts\n\n')
-  out.append(_verdicts(claim1, claim2, one_bit, all_matches, missing or frontier_missing))
+  verdicts = _verdicts(claim1, claim2, one_bit, all_matches, missing or frontier_missing)
+  out.append(verdicts)
   path = docs_dir.with_suffix('.md')
   path.write_text(''.join(out))
+  status = (f'Runs finished: {len(runs) - len(missing)} of {len(runs)} '
+            f'({wall / 60:.1f} min of summed run wall time). ')
+  (docs_dir / 'summary.md').write_text(
+      _summary(status, settings, all_rows, all_matches, claim2, claim1, verdicts,
+               path, docs_dir))
   return path
+
+
+def _summary(status, settings, rows, matches, claim2, claim1, verdicts, report_path,
+             docs_dir) -> str:
+  """The report's short form (`DOCS/summary.md`) for the README."""
+  outcome = {(m['setting'], m['baseline']): m for m in matches}
+  order = {s: i for i, s in enumerate(settings)}
+
+  def against_ours(row):
+    m = outcome.get((row['setting'], row['label']))
+    if m is None:
+      return ''
+    needs = ('not reached' if m['status'] == 'not_reached' else
+             f"{_fmt(m['ours_bits'], 3)} bits ({m['status'].replace('_', ' ')})")
+    return f"{m['outcome']}; ours needs {needs}"
+
+  out = [status, f'Full report: [`{report_path}`]({report_path}) (tables, plots and CSVs '
+         f'in `{docs_dir}/`).\n\n',
+         'Every finished run, after its last round (eval loss and accuracy on the fixed '
+         'evaluation examples; *against ours*: for a baseline, the outcome with the '
+         'uncompressed seeds\' eval-loss spread as noise, and the bits ours needs to reach '
+         'its eval loss):\n\n']
+  out.append(_table(
+      ('setting', 'run', 'bits/param', 'eval loss', 'acc. w/o OOV, EOS', 'rel. distortion',
+       'against ours'),
+      [(r['setting'], r['label'], _fmt(r['mean_bits_per_parameter'], 3),
+        _fmt(r['eval_loss'], 4), f"{100 * r['eval_accuracy_without_oov_or_eos']:.2f} %",
+        _fmt(r['mean_relative_distortion'], 3), against_ours(r))
+       for r in sorted(rows, key=lambda r: (order[r['setting']],
+                                           r['mean_bits_per_parameter']))]))
+  if claim2:
+    out.append('\nClaim 2, Spearman correlation of mean relative distortion with eval loss '
+               '(permutation p, one-sided):\n\n')
+    out.append(_table(('setting', 'compressed runs', 'Spearman', 'p', 'ours: runs',
+                       'Spearman', 'p'),
+                      [(c['setting'], c['all_n'], _fmt(c['all_spearman'], 3),
+                        _fmt(c['all_p'], 3), c['ours_n'], _fmt(c['ours_spearman'], 3),
+                        _fmt(c['ours_p'], 3)) for c in claim2]))
+  if claim1:
+    out.append('\nClaim 1, bits per parameter of the saved updates at a target relative '
+               'distortion: coefficient of variation across all updates, the share of its '
+               'variance the corpus explains, and the largest CV within one corpus:\n\n')
+    out.append(_table(('normalization', 'target', 'updates', 'CV', 'corpus share',
+                       'largest CV within a corpus'),
+                      [(NORMALIZATIONS[c['normalization']].split(' (')[0], c['target'],
+                        c['updates'], _fmt(c['cv'], 3), _fmt(c['share_corpus'], 3),
+                        _fmt(c['cv_within_corpus'], 3)) for c in claim1]))
+  out += ['\nVerdicts:\n\n', verdicts]
+  return ''.join(out)
+
+
+def update_readme(readme_path, summary_path) -> None:
+  """Replaces the README's lines between `README_BEGIN` and `README_END` by the summary."""
+  readme_path, summary_path = pathlib.Path(readme_path), pathlib.Path(summary_path)
+  text = readme_path.read_text()
+  begin, end = text.find(README_BEGIN), text.find(README_END)
+  if begin < 0 or end < begin:
+    raise config_lib.ConfigError(
+        f'{readme_path}: no reproduction summary markers; put the line {README_BEGIN!r} '
+        f'and, after it, the line {README_END!r} where the summary goes.')
+  readme_path.write_text(text[:begin + len(README_BEGIN)] + '\n\n'
+                         + summary_path.read_text().rstrip('\n') + '\n\n' + text[end:])
 
 
 def _verdicts(claim1, claim2, one_bit, matches, incomplete) -> str:
