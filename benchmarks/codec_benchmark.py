@@ -131,6 +131,8 @@ def main(argv=None):
                       help='codings in sequence per computation call')
   parser.add_argument('--json', action='store_true',
                       help='one JSON object per step and codec on stdout, no table')
+  parser.add_argument('--markdown', action='store_true',
+                      help="after the table, the README's summary table (markdown)")
   args = parser.parse_args(argv)
 
   n, block, inner = args.size, args.block_size, args.inner
@@ -154,6 +156,7 @@ def _run(args, n, block, inner, codecs):
     print(f"{'step':>6} {'codec':>11} {'entropy':>8} {'b/p':>7} {'side':>7} {'states':>7} "
           f"{'excess':>7} {'vs eg':>7} {'enc':>7} {'dec':>7} {'total':>7} {'x tfc':>6} "
           f"{'x eg':>6} {'call-noop':>9}")
+  records = []
   zeros = np.zeros(n, np.int32)
   no_op(zeros)
   transfer = float(np.median([_timed(lambda: no_op(zeros))[0] for _ in range(3)]))
@@ -211,6 +214,7 @@ def _run(args, n, block, inner, codecs):
           call_minus_no_op_s=call_time if codec != 'tfc' else None,
           block_size=block if codec == 'elias_gamma' else None, repeats=args.repeats,
           inner=inner if codec != 'tfc' else 1, transfer_s=transfer)
+      records.append(record)
       if args.json:
         print(json.dumps(record), flush=True)
         continue
@@ -227,6 +231,29 @@ def _run(args, n, block, inner, codecs):
           '(tfc\'s stream when elias_gamma is not run); states: included in b/p, not in side; '
           'x tfc, x eg: medians of the paired per-repetition time ratios; call-noop: the '
           'whole call minus a no-op call, per encode + decode (a noisy cross-check).')
+  if args.markdown:
+    print(_markdown_table(records))
+
+
+def _markdown_table(records) -> str:
+  """The README's table: one row per step, Elias-gamma and rANS against tfc."""
+  lines = ['| step | entropy (bits) | EG b/p | rANS b/p | rANS over n·H | rANS saving vs EG '
+           '| EG enc+dec s | tfc s | **EG ÷ tfc** | rANS s | rANS ÷ EG |',
+           '|---|---|---|---|---|---|---|---|---|---|---|']
+  for step in dict.fromkeys(r['step'] for r in records):
+    by_codec = {r['codec']: r for r in records if r['step'] == step}
+    eg, rans, tfc_row = (by_codec.get(c) for c in ('elias_gamma', 'rans', 'tfc'))
+    cells = [f'{step:g}', f"{tfc_row['entropy']:.3f}",
+             f"{eg['bits_per_param']:.3f}" if eg else '-',
+             f"{rans['bits_per_param']:.3f}" if rans else '-',
+             f"{rans['excess']:+.2%}" if rans and rans['excess'] is not None else '-',
+             f"{rans['saving_vs_eg']:.1%}" if rans and eg else '-',
+             f"{eg['total_s']:.4f}" if eg else '-', f"{tfc_row['tfc_s']:.4f}",
+             f"**{eg['ratio_tfc']:.2f}**" if eg else '-',
+             f"{rans['total_s']:.3f}" if rans else '-',
+             f"{rans['ratio_eg']:.2f}" if rans and eg else '-']
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
 
 
 if __name__ == '__main__':

@@ -553,14 +553,14 @@ def _lanes_ok(words, end_bit, pos, error, block_end_bit, block_len):
 
 def _scatter_lanes(index, values, n, first):
   """The dense `int32` vector of `n` values from the lanes' (index, value) steps."""
-  # Steps without a value wrote (index 0, value 0): the value at index 0 is
-  # `first` (the one nonzero value written there, by lane 0), set last.
-  dense = tf.raw_ops.SparseToDense(
+  # Steps without a value wrote (index 0, value 0), and lane 0 may have written
+  # the one nonzero value `first` there: every write to index 0 carries
+  # `first`, so the duplicates agree and no second pass over the dense vector
+  # is needed to fix index 0.
+  values = tf.where(tf.equal(index, 0), first, values)
+  return tf.raw_ops.SparseToDense(
       sparse_indices=index, output_shape=tf.reshape(tf.cast(n, index.dtype), [1]),
       sparse_values=values, default_value=0, validate_indices=False)
-  return tf.tensor_scatter_nd_update(
-      dense, tf.zeros([tf.minimum(tf.size(dense), 1), 1], index.dtype),
-      tf.fill([tf.minimum(tf.size(dense), 1)], first))
 
 
 def _max_valid_bits(n: int, block_size: int) -> int:
