@@ -52,9 +52,10 @@ def test_repository_config_loads():
   settings = {r.setting for r in runs}
   assert settings == {'local_fedadam', 'sotu_fedadam', 'local_fedavg', 'sotu_fedavg'}
   assert sum(r.saves_updates for r in runs) == 4
-  seeds = [r.config.training.seed for r in runs
-           if r.setting == 'local_fedadam' and r.config.aggregator.method == 'mean']
-  assert seeds == [0, 1]
+  for setting in ('local_fedadam', 'sotu_fedadam'):
+    seeds = [r.config.training.seed for r in runs
+             if r.setting == setting and r.config.aggregator.method == 'mean']
+    assert seeds == [0, 1], setting
   assert all(r.config.data.source == 'sotu' for r in runs if r.corpus == 'sotu')
   assert all(r.config.training.server_optimizer == 'sgd' for r in runs
              if r.optimizer == 'fedavg')
