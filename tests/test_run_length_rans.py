@@ -153,6 +153,18 @@ def test_side_info_bits(name):
                                   values.size)) == side
 
 
+@pytest.mark.parametrize('name', [k for k, v in CASES.items() if np.any(v)])
+def test_elias_gamma_lower_bound_is_below_its_exact_size(name):
+  # The encoder skips the exact Elias-gamma size when its own bytes are below
+  # this bound: the bound must never exceed the size Elias-gamma would take.
+  values = tf.constant(CASES[name])
+  bound = int(rlr.elias_gamma_lower_bound(rlr.analyze(values)))
+  exact = 8 * len(elias_gamma.encode_to_bytes(values).numpy())
+  assert int(rlr.elias_gamma_bits(values, elias_gamma.DEFAULT_BLOCK_SIZE)) == exact
+  assert bound <= exact
+  assert bound >= 8 + 3 * np.count_nonzero(CASES[name])  # and not vacuous
+
+
 def test_model_beats_elias_gamma_on_structured_data():
   for name in ('rows', 'laplace_sparse', 'long_zero_runs', 'sign_runs'):
     values = CASES[name]

@@ -708,38 +708,11 @@ def _slot_table(precision, freqs, rows: int, width: int):
                                     tf.bitwise.left_shift(bias, 21)))
 
 
-def _renormalize(x, need, pointer, lane_segment, lane_base, lane_last, words):
-  """Refills the lanes in `need` from their segment's word stream, in lane order.
-
-  Lane `j` reads the word at `lane_base[j] + min(p + i, lane_last[j])` of
-  `words`, `p` the segment's pointer and `i` the number of lanes before it in
-  its segment that read too (lanes are sorted by segment); an over-read
-  reads the segment's final word (a zero sentinel).
-  """
-  need_count = tf.cast(need, tf.int64)
-  totals = tf.math.unsorted_segment_sum(need_count, lane_segment, tf.size(pointer))
-  within = (tf.math.cumsum(need_count, exclusive=True)
-            - tf.gather(tf.math.cumsum(totals, exclusive=True), lane_segment))
-  at = lane_base + tf.minimum(tf.gather(pointer, lane_segment) + within, lane_last)
-  refilled = tf.bitwise.bitwise_or(tf.bitwise.left_shift(x, WORD_BITS),
-                                   tf.gather(words, at))
-  return tf.where(need, refilled, x), pointer + totals
-
-
-def _decode_symbol(x, table, context, active, pointer, lanes):
-  entry = tf.gather(table, context * PROB_SCALE
-                    + tf.bitwise.bitwise_and(x, PROB_SCALE - 1))
-  symbol = tf.bitwise.bitwise_and(entry, 255)
-  freq = tf.bitwise.bitwise_and(tf.bitwise.right_shift(entry, 8), 8191)
-  decoded = (freq * tf.bitwise.right_shift(x, PRECISION)
-             + tf.bitwise.right_shift(entry, 21))
-  decoded, pointer = _renormalize(decoded, active & (decoded < STATE_LOWER),
-                                  pointer, *lanes)
-  return symbol, tf.where(active, decoded, x), pointer
-
-
 RUN_CONTEXT_MAP = ALPHABET + 1  # Entries of a segment's run context map.
 VALUE_CONTEXT_MAP = 2 * (ALPHABET + 1)  # Of its value context map.
+# Decoding steps per iteration of the decoding loop (less of the loop's own
+# per-iteration cost).
+_DECODE_UNROLL = 2
 
 
 @_graph_when_eager([_spec(None), _spec(None), _spec(None), _spec(None), _spec(None),
@@ -751,45 +724,92 @@ def decode_lanes(states, counts, lane_segment, run_table, run_context_of,
   """Decodes `steps` pairs in every lane (lane `j` stops after `counts[j]`).
 
   The lanes may belong to several coded vectors (*segments*, `lane_segment`,
-  non-decreasing): segment `g` has its own word stream `words[word_base[g] ..
-  word_base[g] + word_last[g]]` (ending in a zero sentinel), sign mode
-  `sign_mode[g]` and context maps `run_context_of[36 g .. 36 g + 35]` and
-  `value_context_of[72 g .. 72 g + 71]`, whose contexts index the rows (of
-  `2**12` slots) of the concatenated slot tables `run_table`/`value_table`.
-  One loop for all segments pays the loop's per-step cost once.
+  non-decreasing, every segment with at least one lane): segment `g` has its
+  own word stream `words[word_base[g] .. word_base[g] + word_last[g]]` (ending
+  in a zero sentinel), sign mode `sign_mode[g]` and context maps
+  `run_context_of[36 g .. 36 g + 35]` and `value_context_of[72 g .. 72 g +
+  71]`, whose contexts index the rows (of `2**12` slots) of the concatenated
+  slot tables `run_table`/`value_table`. One loop for all segments pays the
+  loop's per-step cost once.
+
+  A refill reads, for lane `j`, the word at `min(p + i, word_last)` of its
+  segment's stream, `p` the segment's words read so far and `i` the number of
+  lanes before `j` in its segment that read in the same refill; an over-read
+  reads the segment's final word (the sentinel).
 
   Returns:
     `(states, pointer, pairs)`: final states, words read per segment, and
-    `[steps, lanes]` `run_symbol | value_symbol << 8`.
+    `[steps, lanes]` `run_symbol | value_symbol << 8` (entries of a lane after
+    its `counts[j]` pairs are unspecified).
   """
-  lanes = tf.shape(states)[0]
+  lanes = tf.size(states, out_type=tf.int64)
+  num_segments = tf.size(word_base, out_type=tf.int64)
   sign_mask = tf.gather(tf.where(sign_mode > 0, _i64(1), _i64(0)), lane_segment)
+  # Context maps to slot-table rows (context * 2**12), per lane's segment.
+  run_rows = tf.bitwise.left_shift(run_context_of, PRECISION)
+  value_rows = tf.bitwise.left_shift(value_context_of, PRECISION)
   run_map = lane_segment * RUN_CONTEXT_MAP
   value_map = lane_segment * VALUE_CONTEXT_MAP
-  lane_words = (lane_segment, tf.gather(word_base, lane_segment),
-                tf.gather(word_last, lane_segment), words)
+  lane_index = tf.range(lanes)
+  segment_first = tf.math.unsorted_segment_min(lane_index, lane_segment, num_segments)
+  first = tf.gather(segment_first, lane_segment)
+  last = tf.gather(tf.math.unsorted_segment_max(lane_index, lane_segment, num_segments),
+                   lane_segment)
+  last_word = tf.gather(word_base + word_last, lane_segment)
+  counts = tf.cast(counts, tf.int32)
+
+  def refill(x, need, pointer):
+    # `pointer`: per lane, the stream index of its segment's next word.
+    reads = tf.cast(need, tf.int64)
+    before = tf.math.cumsum(reads, exclusive=True)
+    segment_before = tf.gather(before, first)
+    at = tf.minimum(pointer + before - segment_before, last_word)
+    refilled = tf.bitwise.bitwise_or(tf.bitwise.left_shift(x, WORD_BITS),
+                                     tf.gather(words, at))
+    pointer += tf.gather(before + reads, last) - segment_before
+    return tf.where(need, refilled, x), pointer
+
+  def decode_symbol(x, table, row, active, pointer):
+    entry = tf.gather(table, row + tf.bitwise.bitwise_and(x, PROB_SCALE - 1))
+    freq = tf.bitwise.bitwise_and(tf.bitwise.right_shift(entry, 8), 8191)
+    decoded = (freq * tf.bitwise.right_shift(x, PRECISION)
+               + tf.bitwise.right_shift(entry, 21))
+    decoded, pointer = refill(decoded, active & (decoded < STATE_LOWER), pointer)
+    return tf.bitwise.bitwise_and(entry, 255), tf.where(active, decoded, x), pointer
 
   def body(t, x, previous, previous_negative, pointer, pairs):
-    active = _i64(t) < counts
-    run_ctx = tf.gather(run_context_of, run_map + previous)
-    run, x, pointer = _decode_symbol(x, run_table, run_ctx, active, pointer,
-                                     lane_words)
-    value_ctx = tf.gather(value_context_of, value_map + 2 * run + previous_negative)
-    value, x, pointer = _decode_symbol(x, value_table, value_ctx, active, pointer,
-                                       lane_words)
-    pairs = pairs.write(t, tf.bitwise.bitwise_or(run, tf.bitwise.left_shift(value, 8)))
-    previous = tf.where(active, run, previous)
-    previous_negative = tf.where(
-        active, tf.bitwise.bitwise_and(value, sign_mask), previous_negative)
-    return t + 1, x, previous, previous_negative, pointer, pairs
+    for i in range(_DECODE_UNROLL):
+      active = t + i < counts
+      run, x, pointer = decode_symbol(
+          x, run_table, tf.gather(run_rows, run_map + previous), active, pointer)
+      value, x, pointer = decode_symbol(
+          x, value_table,
+          tf.gather(value_rows, value_map + 2 * run + previous_negative), active,
+          pointer)
+      pairs = pairs.write(t + i, tf.bitwise.bitwise_or(run, tf.bitwise.left_shift(value, 8)))
+      # A lane that stopped stays stopped: the contexts of its (unused)
+      # further symbols need not be kept (symbols are below 36, so they stay
+      # valid indices of the context maps).
+      previous = run
+      previous_negative = tf.bitwise.bitwise_and(value, sign_mask)
+    return t + _DECODE_UNROLL, x, previous, previous_negative, pointer, pairs
 
-  pairs = tf.TensorArray(tf.int64, size=steps + 1)
-  pairs = pairs.write(steps, tf.zeros([lanes], tf.int64))
+  # Placeholder rows at the end (and for the last iteration's extra steps),
+  # so that `stack` is defined without steps.
+  size = steps + _DECODE_UNROLL
+  pairs = tf.TensorArray(tf.int64, size=size)
+  for i in range(_DECODE_UNROLL):
+    pairs = pairs.write(steps + i, tf.zeros([lanes], tf.int64))
   zeros = tf.zeros([lanes], tf.int64)
   _, states, _, _, pointer, pairs = tf.while_loop(
       lambda t, *_: t < steps, body,
-      (tf.constant(0), states, zeros, zeros, tf.zeros_like(word_base), pairs))
-  return states, pointer, pairs.stack()[:steps]
+      (tf.constant(0), states, zeros, zeros, tf.gather(word_base, lane_segment), pairs))
+  # Words read per segment: the pointer of its first lane (0 for a segment
+  # without lanes).
+  has_lanes = segment_first < lanes
+  pointer = tf.gather(tf.concat([pointer, [0]], 0),
+                      tf.where(has_lanes, segment_first, lanes))
+  return states, tf.where(has_lanes, pointer - word_base, _i64(0)), pairs.stack()[:steps]
 
 
 # ----------------------------------------------------------------------------
@@ -1166,6 +1186,19 @@ def elias_gamma_bits(values, block_size: int) -> tf.Tensor:
   return 8 * (1 + (num_blocks * width + 7) // 8 + tf.reduce_sum(block_bytes))
 
 
+def elias_gamma_lower_bound(model) -> tf.Tensor:
+  """A lower bound on `elias_gamma_bits` of the vector `analyze` modelled.
+
+  `8 + sum over nonzero values of (2 bit_length(min(|v|, 2**31 - 1)) + 1)`:
+  a codeword has at least 2 bits of run and a sign bit, the header at least a
+  byte, and the other terms are non-negative. The magnitudes do not depend on
+  the coded order.
+  """
+  magnitude = class_value(model['value_class'], model['magnitude_mantissa']) + 1
+  return 8 + tf.reduce_sum(
+      2 * bitstream.bit_length(tf.minimum(magnitude, 2**31 - 1)) + 1)
+
+
 def _encode_many(vectors, lane_overhead, block_size):
   """`encode_to_bytes` of each vector, the lanes of all in one `encode_lanes` loop."""
   vectors = [tf.reshape(values, [-1]) for values in vectors]
@@ -1207,11 +1240,15 @@ def _vector_bytes(values, nonzero, inputs, states, before_run, before_value, blo
       lambda: _encoded_bytes(values, inputs, states, before_run, before_value),
       lambda: tf.constant([MARKER, 0, 0, 0, 0], tf.uint8))
   n = tf.size(values, out_type=tf.int64)
-  # The closed form: the Elias-gamma bytes are only written if chosen.
-  eg_bits = elias_gamma_bits(values, block_size)
+  bits = 8 * tf.size(data, out_type=tf.int64)
+  # The closed form: the Elias-gamma bytes are only written if chosen; and
+  # its exact size only computed if a lower bound does not settle the choice.
+  eg_lower = tf.where(nonzero, elias_gamma_lower_bound(inputs['model']), _i64(0))
+  smaller = tf.cond(bits < eg_lower, lambda: tf.constant(True),
+                    lambda: bits < elias_gamma_bits(values, block_size))
   # Elias-gamma codes INT32_MIN as -(2**31 - 1): never fall back then.
   lossy = tf.reduce_any(tf.equal(values, tf.int32.min))
-  use_ours = (n > 0) & ((8 * tf.size(data, out_type=tf.int64) < eg_bits) | lossy)
+  use_ours = (n > 0) & (smaller | lossy)
   return tf.cond(use_ours, lambda: tf.identity(data),
                  lambda: elias_gamma.encode_to_bytes(values, block_size))
 
