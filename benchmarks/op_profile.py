@@ -3,8 +3,8 @@
 Quantizes one saved update as the aggregator does (uniform rounding, step
 `--step` times each tensor's RMS; `real_update_codecs.quantize`), then encodes
 and decodes its integers with one codec, each phase as one traced graph
-(`encode_many` and `decode_many` where the codec has them, as the aggregator
-calls them), and traces `--repeats` calls of each phase with `tf.profiler`.
+(`codec_ab.phase_graphs`: `encode_many` and `decode_many` where the codec
+has them, as the aggregator calls them), and traces `--repeats` calls of each phase with `tf.profiler`.
 Per phase it prints:
 
   wall      median seconds per call, untraced (`--repeats` calls)
@@ -39,29 +39,11 @@ import numpy as np  # pylint: disable=wrong-import-position
 import tensorflow as tf  # pylint: disable=wrong-import-position
 from tensorflow.tsl.profiler.protobuf import xplane_pb2  # pylint: disable=wrong-import-position
 
+import codec_ab  # pylint: disable=wrong-import-position
 import real_update_codecs  # pylint: disable=wrong-import-position
 import round_profile  # pylint: disable=wrong-import-position
-from tff_rdq import codecs  # pylint: disable=wrong-import-position
 
 _EXECUTOR_EVENT = 'ExecutorState::Process'
-
-
-def phase_functions(codec_name, sizes):
-  """`(encode, decode)` graph functions of a codec for vectors of `sizes`."""
-  codec = codecs.get_codec(codec_name)
-  encode_many = getattr(codec, 'encode_many', None)
-  decode_many = getattr(codec, 'decode_many', None)
-
-  def encode(*vectors):
-    return (encode_many(list(vectors)) if encode_many is not None
-            else [codec.encode_to_bytes(v) for v in vectors])
-
-  def decode(*datas):
-    pairs = (decode_many(list(datas), sizes) if decode_many is not None
-             else [codec.decode_from_bytes(d, n) for d, n in zip(datas, sizes)])
-    return [values for values, _ in pairs], [ok for _, ok in pairs]
-
-  return (tf.function(encode, autograph=False), tf.function(decode, autograph=False))
 
 
 def summarize_trace(trace_dir, calls):
@@ -138,7 +120,7 @@ def main(argv=None):
   parser.add_argument('--update', default='runs/updates_local/updates/round0020_client00.npz',
                       help='a saved update (.npz; see aggregator.save_updates_rounds)')
   parser.add_argument('--codec', default='run_length_rans',
-                      choices=['elias_gamma', 'rans', 'run_length_rans'])
+                      choices=sorted(codec_ab.MODULES))
   parser.add_argument('--step', type=float, default=0.3, help='step (multiple of each RMS)')
   parser.add_argument('--repeats', type=int, default=3, help='calls per phase')
   parser.add_argument('--top', type=int, default=12, help='op types listed per phase')
@@ -153,7 +135,7 @@ def main(argv=None):
   integers = real_update_codecs.quantize(round_profile.load_update(args.update), args.step)
   vectors = [tf.constant(q) for q in integers]
   sizes = [int(q.size) for q in integers]
-  encode, decode = phase_functions(args.codec, sizes)
+  encode, decode = codec_ab.phase_graphs(codec_ab.MODULES[args.codec], sizes)
   datas = encode(*vectors)
   decoded, oks = decode(*datas)
   if not all(bool(ok) for ok in oks) or not all(

@@ -38,7 +38,8 @@ def test_prints_both_phases_with_consistent_totals(update_path, codec, capsys):
 def test_trace_totals_are_per_call(update_path, tmp_path):
   integers = op_profile.real_update_codecs.quantize(
       op_profile.round_profile.load_update(update_path), 0.3)
-  encode, _ = op_profile.phase_functions('elias_gamma', [q.size for q in integers])
+  encode, _ = op_profile.codec_ab.phase_graphs(op_profile.codec_ab.elias_gamma,
+                                                [q.size for q in integers])
   one = op_profile.profile_phase(encode, integers, 1, str(tmp_path / 'one'))
   three = op_profile.profile_phase(encode, integers, 3, str(tmp_path / 'three'))
   # The same graph: the same op executions per call, whatever the repeats.
