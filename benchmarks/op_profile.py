@@ -57,7 +57,8 @@ def summarize_trace(trace_dir, calls):
   if not paths:
     raise FileNotFoundError(f'no profiler trace under {trace_dir}')
   space = xplane_pb2.XSpace()
-  with open(paths[0], 'rb') as f:
+  # The newest trace: a kept `--trace-dir` holds one per run.
+  with open(max(paths, key=os.path.getmtime), 'rb') as f:
     space.ParseFromString(f.read())
   busy_ps, kernel_ps, ops = 0, 0, 0
   by_type = collections.defaultdict(lambda: [0, 0])
