@@ -105,6 +105,16 @@ def compare(today, revision, integers, repeats):
   return result
 
 
+def checked_update(parser, args):
+  """The saved update `args.update`, after checking it and `args.repeats`."""
+  if args.repeats < 1:
+    parser.error('--repeats must be at least 1')
+  if not os.path.exists(args.update):
+    parser.error(f'{args.update} does not exist: save updates with --set '
+                 'aggregator.save_updates_rounds=[20] --set aggregator.save_updates_clients=1')
+  return round_profile.load_update(args.update)
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -116,12 +126,7 @@ def main(argv=None):
                       help='steps (multiples of each tensor RMS)')
   parser.add_argument('--repeats', type=int, default=11, help='paired calls per phase')
   args = parser.parse_args(argv)
-  if args.repeats < 1:
-    parser.error('--repeats must be at least 1')
-  if not os.path.exists(args.update):
-    parser.error(f'{args.update} does not exist: save updates with --set '
-                 'aggregator.save_updates_rounds=[20] --set aggregator.save_updates_clients=1')
-  update = round_profile.load_update(args.update)
+  update = checked_update(parser, args)
   with tempfile.TemporaryDirectory() as directory:
     revision = module_at(args.codec, args.against, directory)
     print(f'{args.codec}: today against {args.against}, {args.update}, '

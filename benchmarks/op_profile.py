@@ -41,7 +41,6 @@ from tensorflow.tsl.profiler.protobuf import xplane_pb2  # pylint: disable=wrong
 
 import codec_ab  # pylint: disable=wrong-import-position
 import real_update_codecs  # pylint: disable=wrong-import-position
-import round_profile  # pylint: disable=wrong-import-position
 
 _EXECUTOR_EVENT = 'ExecutorState::Process'
 
@@ -127,13 +126,7 @@ def main(argv=None):
   parser.add_argument('--top', type=int, default=12, help='op types listed per phase')
   parser.add_argument('--trace-dir', help='keep the trace here (default: a temporary directory)')
   args = parser.parse_args(argv)
-  if args.repeats < 1:
-    parser.error('--repeats must be at least 1')
-  if not os.path.exists(args.update):
-    parser.error(f'{args.update} does not exist: save updates with --set '
-                 'aggregator.save_updates_rounds=[20] --set aggregator.save_updates_clients=1')
-
-  integers = real_update_codecs.quantize(round_profile.load_update(args.update), args.step)
+  integers = real_update_codecs.quantize(codec_ab.checked_update(parser, args), args.step)
   vectors = [tf.constant(q) for q in integers]
   sizes = [int(q.size) for q in integers]
   encode, decode = codec_ab.phase_graphs(codec_ab.MODULES[args.codec], sizes)

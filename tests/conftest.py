@@ -54,3 +54,15 @@ def small_corpus(tmp_path_factory):
             score=0, tags='t', title='title', tokens=tokens, type='question'))
   sqlite_format.write_stackoverflow_sqlite(directory / 'stackoverflow.sqlite', records)
   return directory
+
+
+@pytest.fixture
+def update_path(tmp_path):
+  """A small saved update (`.npz` as `aggregator.save_updates_*` writes): a
+  64 by 48 matrix with about 30 % nonzero rows and a vector of 300."""
+  rng = np.random.default_rng(3)
+  matrix = rng.laplace(size=(64, 48)) * (rng.random((64, 1)) < 0.3)
+  path = tmp_path / 'update.npz'
+  np.savez(path, tensor_00=matrix.astype(np.float32),
+           tensor_01=rng.laplace(size=300).astype(np.float32))
+  return path

@@ -3,21 +3,10 @@
 import pathlib
 import sys
 
-import numpy as np
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / 'benchmarks'))
 import codec_ab  # pylint: disable=wrong-import-position
-
-
-@pytest.fixture
-def update_path(tmp_path):
-  rng = np.random.default_rng(5)
-  matrix = rng.laplace(size=(64, 48)) * (rng.random((64, 1)) < 0.3)
-  path = tmp_path / 'update.npz'
-  np.savez(path, tensor_00=matrix.astype(np.float32),
-           tensor_01=rng.laplace(size=300).astype(np.float32))
-  return path
 
 
 def test_against_head_is_the_same_code(update_path, capsys):
