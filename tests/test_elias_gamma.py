@@ -193,6 +193,31 @@ def test_many_random_streams_match_tfc():
   assert word_aligned > 5
 
 
+def test_codewords_around_the_decoders_lookup_length_round_trip():
+  # The fast decoder looks up codewords of at most 16 bits in a table and
+  # decodes longer ones arithmetically: codewords of 3 to 70 bits, and
+  # trailing runs whose gamma code is 15, 17 or 19 bits long, all mixed in
+  # one lane.
+  rng = np.random.default_rng(7)
+  pieces = []
+  for run in [1, 2, 7, 8, 127, 128, 255, 256, 300]:
+    for magnitude in [1, 2, 63, 64, 127, 128, 2**15, 2**16, 2**17]:
+      pieces.append(np.zeros(run - 1, np.int32))
+      pieces.append(np.array([magnitude * rng.choice([-1, 1])], np.int32))
+  order = rng.permutation(len(pieces) // 2)
+  values = np.concatenate([pieces[j] for i in order for j in (2 * i, 2 * i + 1)])
+  for trailing in (127, 255, 511):
+    data = np.concatenate([values, np.zeros(trailing, np.int32)])
+    reference = tfc.run_length_gamma_encode(tf.constant(data))
+    np.testing.assert_array_equal(
+        elias_gamma.decode_stream(reference, len(data)).numpy(), data)
+    for block_size in (700, 1024):
+      decoded, ok = elias_gamma.decode_from_bytes(
+          elias_gamma.encode_to_bytes(tf.constant(data), block_size), len(data), block_size)
+      assert bool(ok)
+      np.testing.assert_array_equal(decoded.numpy(), data)
+
+
 # --- Canonical decoding: every non-canonical form is rejected. ---
 
 _CANON_BLOCK = 100

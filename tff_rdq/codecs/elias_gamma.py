@@ -49,11 +49,13 @@ fast path (a static length with int32 bit offsets, blocks of at most
 `_FAST_MAX_BLOCK` values, `|v| <= _FAST_MAX_MAGNITUDE`) computes every
 codeword with a handful of int32 operations, its bit offset with one prefix
 sum, and writes 32-bit words with one sorted segment sum. Decoding runs the
-blocks as parallel lanes, one codeword per lane and step (two steps per
-loop iteration); the fast loop reads each codeword from one 64-bit window of
-a row-major copy of the block streams (in one step the lanes read
-neighbouring memory) and hands lanes with a rare codeword (|v| of 2**16 or
-more, an invalid run) to the general loop, which also finds the errors.
+blocks as parallel lanes, one codeword per lane and step; the fast loop
+reads each codeword from one 64-bit window of a row-major copy of the block
+streams (in one step the lanes read neighbouring memory). Of its five steps
+per iteration, four decode a codeword of at most 16 bits with one lookup in a
+table of all 16-bit windows (a longer one waits) and the fifth decodes any
+codeword arithmetically; lanes with a rare codeword (|v| of 2**16 or more, an
+invalid run) go on in the general loop, which also finds the errors.
 Decoding never reads out of bounds, on any input.
 """
 
@@ -628,17 +630,24 @@ def decode_many(datas, sizes, block_size: int = DEFAULT_BLOCK_SIZE) -> list:
   lane_vector = tf.repeat(tf.range(len(present)), lane_counts)
   ok = header_ok & tf.cast(
       tf.math.segment_min(tf.cast(lane_ok, tf.int32), lane_vector), tf.bool)
-  dense = _scatter_lanes(index, values, total, first)
-  for j, (i, part) in enumerate(zip(present, tf.split(dense, [sizes[i] for i in present]))):
-    results[i] = (tf.where(ok[j], part, tf.zeros_like(part)), ok[j])
+  parts = tf.split(_scatter_lanes(index, values, total, first), [sizes[i] for i in present])
+  # Zeroing the parts of corrupt vectors is a pass over all values: only when
+  # there is one.
+  parts = tf.cond(
+      tf.reduce_all(ok), lambda: parts,
+      lambda: [tf.where(ok[j], part, tf.zeros_like(part)) for j, part in enumerate(parts)])
+  for j, (i, part) in enumerate(zip(present, parts)):
+    results[i] = (part, ok[j])
   return results
 
 
 # The fast decoder reads gamma(run) and the sign from one 64-bit window:
 # runs below 2**15.
 _FAST_MAX_RUN_BLOCK = 2**15 - 2
-# Codewords per lane decoded in one iteration of the fast decoding loop.
-_DECODE_UNROLL = 2
+# Table steps per iteration of the fast decoding loop (before its one
+# general step), and the table's key bits (the entries' fields need 16).
+_TABLE_STEPS = 4
+_TABLE_BITS = 16
 # Iterations of the fast loop's phases before the last (see `_decode_lanes_fast`).
 _DECODE_PHASES = (16, 16, 32, 64, 128)
 
@@ -658,8 +667,10 @@ def _decode_lanes_fast(words, block_start_bit, block_end_bit, block_len, lane_ba
   """Decodes every block as a lane in int32, one codeword per lane and step.
 
   Each step reads one 64-bit window per lane and decodes gamma(run), the sign
-  and gamma(|v|) from it. A lane whose codeword does not fit the window (or
-  whose run field is not a valid run) stops there; `_decode_lanes_general`
+  and gamma(|v|) from it: `_TABLE_STEPS` steps by a table lookup of the
+  window's low 16 bits (a lane whose codeword is longer waits), then one step
+  arithmetically. A lane whose codeword does not fit the window (or whose run
+  field is not a valid run) stops there; `_decode_lanes_general`
   finishes such lanes (and finds the errors). The loop runs in phases of
   `_DECODE_PHASES` iterations; each phase after the first continues only the
   lanes still running, gathered into fewer lanes (sparse blocks finish early,
@@ -710,6 +721,48 @@ def _decode_lanes_fast(words, block_start_bit, block_end_bit, block_len, lane_ba
     return tf.bitwise.right_shift(
         tf.bitcast(tf.cast(lowest, tf.float32), i32), c23) - c127
 
+  def codeword_fields(w):
+    """`(run, sign, mag_start, z1, z2, magnitude)` of the codeword at `w`'s bit 0.
+
+    `w`: `uint64` windows. gamma(run) and the sign lie in the low 30 bits
+    (runs below 2**15), gamma(|v|) from bit `mag_start = 2 * z1 + 2` on within
+    31 bits (|v| below 2**16); `z1`, `z2` are the two gamma codes' zero counts
+    (outside 0..14 and 0..15 where that does not hold).
+    """
+    low = tf.cast(w, i32)
+    z1 = ctz32(low)
+    z1c = tf.bitwise.bitwise_and(z1, c15)
+    z1p = z1c + c1
+    x = tf.bitwise.right_shift(low, z1p)
+    top = tf.bitwise.left_shift(c1, z1c)
+    run = tf.bitwise.bitwise_or(tf.bitwise.bitwise_and(x, top - c1), top)
+    sign = tf.bitwise.bitwise_and(tf.bitwise.right_shift(x, z1c), c1)
+    mag_start = z1p + z1p
+    t = tf.cast(tf.bitwise.right_shift(w, tf.cast(mag_start, tf.uint64)), i32)
+    z2 = ctz32(t)
+    z2c = tf.bitwise.bitwise_and(z2, c15)
+    top2 = tf.bitwise.left_shift(c1, z2c)
+    magnitude = tf.bitwise.bitwise_or(
+        tf.bitwise.bitwise_and(tf.bitwise.right_shift(t, z2c + c1), top2 - c1), top2)
+    return run, sign, mag_start, z1, z2, magnitude
+
+  # The table steps' lookup table, one int32 entry per 16-bit window: the run
+  # (bits 0-7), gamma(run)'s length (bits 8-12, 0 if longer than 16 bits),
+  # the whole codeword's length (bits 13-17, 0 if longer than 16 bits) and the
+  # signed value (bits 24-31). Within 16 bits runs are below 2**8 and |v|
+  # below 2**7, so the fields fit.
+  run, sign, mag_start, z1, z2, magnitude = codeword_fields(
+      tf.cast(tf.range(2**_TABLE_BITS), tf.uint64))
+  run_bits = mag_start - c1
+  code_bits = mag_start + z2 + z2 + c1
+  run_fits = (z1 >= zero) & (run_bits <= _TABLE_BITS)
+  code_fits = run_fits & (z2 >= zero) & (code_bits <= _TABLE_BITS)
+  value = tf.where(tf.equal(sign, c1), magnitude, -magnitude)
+  table = tf.where(run_fits, run + tf.bitwise.left_shift(run_bits, 8), zero) + tf.where(
+      code_fits, tf.bitwise.left_shift(code_bits, 13) + tf.bitwise.left_shift(value, 24), zero)
+  table_mask = tf.constant(2**_TABLE_BITS - 1, i32)
+  c8, c13, c24, c31, c255 = (tf.constant(v, i32) for v in (8, 13, 24, 31, 255))
+
   def run_phase(rows, blen, base, r, pos, act, iterations):
     """Runs the loop for up to `iterations` on the lanes of `rows` ([rows, lanes])."""
     width = tf.shape(blen)[0]
@@ -718,33 +771,21 @@ def _decode_lanes_fast(words, block_start_bit, block_end_bit, block_len, lane_ba
         [tf.bitwise.left_shift(flat[width:], one), tf.zeros([width], tf.uint64)], 0)
     lane_iota = tf.range(width)
 
+    def read_window(r):
+      """The 64 bits from bit `r` of each lane's block."""
+      k = tf.minimum(tf.bitwise.right_shift(r, c6), last_row) * width + lane_iota
+      s = tf.cast(tf.bitwise.bitwise_and(r, c63_i32), tf.uint64)
+      return tf.bitwise.bitwise_or(
+          tf.bitwise.right_shift(tf.gather(flat, k), s),
+          tf.bitwise.left_shift(tf.gather(flat_next, k), tf.bitwise.bitwise_xor(s, c63)))
+
     def decode_step(r, pos, act):
       """One codeword in every lane: `r` bits into the block, `pos` values.
 
       int32 arithmetic: right shifts sign-extend, and every field is masked.
       """
-      k = tf.minimum(tf.bitwise.right_shift(r, c6), last_row) * width + lane_iota
-      s = tf.cast(tf.bitwise.bitwise_and(r, c63_i32), tf.uint64)
-      w = tf.bitwise.bitwise_or(
-          tf.bitwise.right_shift(tf.gather(flat, k), s),
-          tf.bitwise.left_shift(tf.gather(flat_next, k), tf.bitwise.bitwise_xor(s, c63)))
-      # gamma(run) and the sign lie in the low 30 bits (runs below 2**15).
-      low = tf.cast(w, i32)
-      z1 = ctz32(low)
-      z1c = tf.bitwise.bitwise_and(z1, c15)
-      z1p = z1c + c1
-      x = tf.bitwise.right_shift(low, z1p)
-      top = tf.bitwise.left_shift(c1, z1c)
-      run = tf.bitwise.bitwise_or(tf.bitwise.bitwise_and(x, top - c1), top)
-      sign = tf.bitwise.bitwise_and(tf.bitwise.right_shift(x, z1c), c1)
-      # gamma(|v|) from bit 2 * z1 + 2 on, within 31 bits (|v| below 2**16).
-      mag_start = z1p + z1p
-      t = tf.cast(tf.bitwise.right_shift(w, tf.cast(mag_start, tf.uint64)), i32)
-      z2 = ctz32(t)
-      z2c = tf.bitwise.bitwise_and(z2, c15)
-      top2 = tf.bitwise.left_shift(c1, z2c)
-      magnitude = tf.bitwise.bitwise_or(
-          tf.bitwise.bitwise_and(tf.bitwise.right_shift(t, z2c + c1), top2 - c1), top2)
+      w = read_window(r)
+      run, sign, mag_start, z1, z2, magnitude = codeword_fields(w)
       negative = sign - c1  # all ones for a negative value
       value = tf.bitwise.bitwise_xor(magnitude, negative) - negative
       new_pos = pos + run
@@ -753,20 +794,45 @@ def _decode_lanes_fast(words, block_start_bit, block_end_bit, block_len, lane_ba
       # (z1 > 14, or no one bit in 32), or |v| is 2**16 or more.
       stall = act & ((tf.cast(z1, u32) > c14u) | (is_value & (tf.cast(z2, u32) > c15u)))
       go = act & tf.logical_not(stall)
+      z2c = tf.bitwise.bitwise_and(z2, c15)
       advance = tf.where(is_value, mag_start + z2c + z2c + c1, mag_start - c1)
+      r, pos, index, value = advance_lanes(r, pos, go, new_pos, is_value, advance, value)
+      return r, pos, go & (new_pos < blen), index, value
+
+    def table_step(r, pos, act):
+      """`decode_step` by one lookup of the window's low `_TABLE_BITS` bits.
+
+      A lane whose codeword (or, at its block end, trailing run) is longer
+      than the lookup's bits stays where it is (advance 0) for `decode_step`.
+      """
+      w = read_window(r)
+      entry = tf.gather(table, tf.bitwise.bitwise_and(tf.cast(w, i32), table_mask))
+      new_pos = pos + tf.bitwise.bitwise_and(entry, c255)
+      is_value = new_pos <= blen
+      advance = tf.bitwise.bitwise_and(
+          tf.bitwise.right_shift(entry, tf.where(is_value, c13, c8)), c31)
+      go = act & (advance > zero)
+      value = tf.bitwise.right_shift(entry, c24)  # sign-extending
+      r, pos, index, value = advance_lanes(r, pos, go, new_pos, is_value, advance, value)
+      # A lane whose codeword is too long stays active, for `decode_step`.
+      return r, pos, tf.where(go, new_pos < blen, act), index, value
+
+    def advance_lanes(r, pos, go, new_pos, is_value, advance, value):
+      """The lanes that `go` move by one codeword: `(r, pos, index, value)`."""
       r = tf.where(go, r + advance, r)
       pos = tf.where(go, new_pos, pos)
       emit = go & is_value
-      index = tf.where(emit, base + new_pos, zero)
-      return r, pos, go & (new_pos < blen), index, tf.where(emit, value, zero)
+      return r, pos, tf.where(emit, base + new_pos, zero), tf.where(emit, value, zero)
 
     def body(step, r, pos, act, index_array, value_array):
       # Several codewords per loop iteration: less of the loop's own overhead.
-      for i in range(_DECODE_UNROLL):
-        r, pos, act, index, value = decode_step(r, pos, act)
+      # The table steps decode short codewords; the last step decodes any, so
+      # that every active lane moves at least once per iteration.
+      for i, decode in enumerate((table_step,) * _TABLE_STEPS + (decode_step,)):
+        r, pos, act, index, value = decode(r, pos, act)
         index_array = index_array.write(step + i, index)
         value_array = value_array.write(step + i, value)
-      return step + _DECODE_UNROLL, r, pos, act, index_array, value_array
+      return step + _TABLE_STEPS + 1, r, pos, act, index_array, value_array
 
     # Row 0 is a placeholder, so that `stack` is defined without steps.
     _, r, pos, act, index_array, value_array = tf.while_loop(
@@ -788,7 +854,7 @@ def _decode_lanes_fast(words, block_start_bit, block_end_bit, block_len, lane_ba
   # phase's steps holds it; every other step with index 0 wrote value 0.
   first = tf.reduce_sum(tf.where(tf.equal(index[:, :1], 0), values[:, :1], 0))
   indices, all_values = [tf.reshape(index, [-1])], [tf.reshape(values, [-1])]
-  for iterations in _DECODE_PHASES[1:] + (block_size // _DECODE_UNROLL + 2,):
+  for iterations in _DECODE_PHASES[1:] + (block_size + 2,):
     # The lanes still running, gathered (by their index among all lanes).
     running = tf.cast(tf.where(act)[:, 0], i32)
     keep = running[:, tf.newaxis]
