@@ -193,6 +193,33 @@ def test_many_random_streams_match_tfc():
   assert word_aligned > 5
 
 
+def test_lookup_table_entries_decode_their_window():
+  # A scalar parse of each 16-bit window (LSB first), independent of the
+  # table's vectorized construction.
+  table = elias_gamma._lookup_table().astype(np.int64)
+  usable = 0
+  for key in range(2**16):
+    bits = [(key >> i) & 1 for i in range(16)] + [None] * 64
+    z1 = next(i for i, b in enumerate(bits) if b != 0)
+    entry = table[key]
+    if bits[z1] is None or 2 * z1 + 1 > 16:
+      assert entry == 0, key
+      continue
+    run = 1 << z1 | sum(bits[z1 + 1 + i] << i for i in range(z1))
+    assert (entry & 255, (entry >> 8) & 31) == (run, 2 * z1 + 1), key
+    start = 2 * z1 + 2
+    z2 = next(i for i, b in enumerate(bits[start:]) if b != 0)
+    if bits[start + z2] is None or start + 2 * z2 + 1 > 16:
+      assert (entry >> 13) & 31 == 0 and entry >> 24 == 0, key
+      continue
+    magnitude = 1 << z2 | sum(bits[start + z2 + 1 + i] << i for i in range(z2))
+    value = magnitude if bits[2 * z1 + 1] else -magnitude
+    assert (entry >> 13) & 31 == start + 2 * z2 + 1, key
+    assert entry >> 24 == value, key  # int32 entries: the shift sign-extends
+    usable += 1
+  assert usable > 2**15
+
+
 def test_codewords_around_the_decoders_lookup_length_round_trip():
   # The fast decoder looks up codewords of at most 16 bits in a table and
   # decodes longer ones arithmetically: codewords of 3 to 70 bits, and

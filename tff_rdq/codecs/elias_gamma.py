@@ -59,6 +59,9 @@ invalid run) go on in the general loop, which also finds the errors.
 Decoding never reads out of bounds, on any input.
 """
 
+import functools
+
+import numpy as np
 import tensorflow as tf
 
 from tff_rdq.codecs import bitstream
@@ -662,6 +665,41 @@ def _ctz(window: tf.Tensor) -> tf.Tensor:
   return exponent - 127
 
 
+@functools.cache
+def _lookup_table() -> np.ndarray:
+  """The fast decoder's table of codewords of at most `_TABLE_BITS` bits.
+
+  One `int32` entry per 16-bit window `key` (a stream's next 16 bits, LSB
+  first): bits 0-7 the run of gamma(run) at bit 0, bits 8-12 its length
+  `2 z1 + 1`, bits 13-17 the length of the whole codeword gamma(run), sign,
+  gamma(|v|), and bits 24-31 the signed value. A length is 0 where its code
+  does not end within the window (and the run is 0 where gamma(run) does
+  not), which marks the entry unusable. Within 16 bits runs are below 2**8
+  and |v| below 2**7, so the fields fit.
+  """
+  key = np.arange(2**_TABLE_BITS, dtype=np.int64)
+
+  def gamma_at(bits):
+    """`(value, zero count)` of the gamma codes starting at bit 0 of `bits`."""
+    zeros = np.where(bits > 0, np.log2(np.maximum(bits & -bits, 1)).astype(np.int64), 99)
+    zeros_c = np.minimum(zeros, 30)
+    value = (1 << zeros_c) | ((bits >> (zeros_c + 1)) & ((1 << zeros_c) - 1))
+    return value, zeros
+
+  run, z1 = gamma_at(key)
+  run_bits = 2 * z1 + 1
+  run_fits = run_bits <= _TABLE_BITS
+  shift = np.minimum(run_bits + 1, 62)
+  negative = ((key >> np.minimum(run_bits, 62)) & 1) == 0
+  magnitude, z2 = gamma_at(key >> shift)
+  code_bits = run_bits + 1 + 2 * z2 + 1
+  code_fits = run_fits & (code_bits <= _TABLE_BITS)
+  value = np.where(negative, -magnitude, magnitude)
+  entry = np.where(run_fits, run | (run_bits << 8), 0) | np.where(
+      code_fits, (code_bits << 13) | ((value & 255) << 24), 0)
+  return entry.astype(np.uint32).view(np.int32)
+
+
 def _decode_lanes_fast(words, block_start_bit, block_end_bit, block_len, lane_base, n,
                        block_size):
   """Decodes every block as a lane in int32, one codeword per lane and step.
@@ -746,20 +784,8 @@ def _decode_lanes_fast(words, block_start_bit, block_end_bit, block_len, lane_ba
         tf.bitwise.bitwise_and(tf.bitwise.right_shift(t, z2c + c1), top2 - c1), top2)
     return run, sign, mag_start, z1, z2, magnitude
 
-  # The table steps' lookup table, one int32 entry per 16-bit window: the run
-  # (bits 0-7), gamma(run)'s length (bits 8-12, 0 if longer than 16 bits),
-  # the whole codeword's length (bits 13-17, 0 if longer than 16 bits) and the
-  # signed value (bits 24-31). Within 16 bits runs are below 2**8 and |v|
-  # below 2**7, so the fields fit.
-  run, sign, mag_start, z1, z2, magnitude = codeword_fields(
-      tf.cast(tf.range(2**_TABLE_BITS), tf.uint64))
-  run_bits = mag_start - c1
-  code_bits = mag_start + z2 + z2 + c1
-  run_fits = (z1 >= zero) & (run_bits <= _TABLE_BITS)
-  code_fits = run_fits & (z2 >= zero) & (code_bits <= _TABLE_BITS)
-  value = tf.where(tf.equal(sign, c1), magnitude, -magnitude)
-  table = tf.where(run_fits, run + tf.bitwise.left_shift(run_bits, 8), zero) + tf.where(
-      code_fits, tf.bitwise.left_shift(code_bits, 13) + tf.bitwise.left_shift(value, 24), zero)
+  # A graph constant: the worker runs graphs without constant folding.
+  table = tf.constant(_lookup_table())
   table_mask = tf.constant(2**_TABLE_BITS - 1, i32)
   c8, c13, c24, c31, c255 = (tf.constant(v, i32) for v in (8, 13, 24, 31, 255))
 
