@@ -1571,7 +1571,8 @@ def _finish_decoding(data, f, final, pointer, pairs):
       validate_indices=False)
   values, classes_ok = _restore_order(dense, f)
   ok &= classes_ok
-  return tf.where(ok, values, tf.zeros_like(values)), ok
+  # Not a `where`: that would be a pass over all values for the rare corrupt case.
+  return tf.cond(ok, lambda: values, lambda: tf.zeros_like(values)), ok
 
 
 def _restore_order(coded, f):
