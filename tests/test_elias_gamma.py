@@ -194,41 +194,42 @@ def test_many_random_streams_match_tfc():
 
 
 def test_lookup_table_entries_decode_their_window():
-  # A scalar parse of each 16-bit window (LSB first), independent of the
-  # table's vectorized construction.
+  # A scalar parse of each window (LSB first), independent of the table's
+  # vectorized construction.
+  bits, r = elias_gamma._TABLE_BITS, elias_gamma._ENTRY_RUN_BITS
   table = elias_gamma._lookup_table().astype(np.int64)
   usable = 0
-  for key in range(2**16):
-    bits = [(key >> i) & 1 for i in range(16)] + [None] * 64
-    z1 = next(i for i, b in enumerate(bits) if b != 0)
-    entry = table[key]
-    if bits[z1] is None or 2 * z1 + 1 > 16:
+  for key in range(2**bits):
+    entry = int(table[key])
+    z1 = (key & -key).bit_length() - 1  # -1 for key 0
+    if key == 0 or 2 * z1 + 1 > bits:
       assert entry == 0, key
       continue
-    run = 1 << z1 | sum(bits[z1 + 1 + i] << i for i in range(z1))
-    assert (entry & 255, (entry >> 8) & 31) == (run, 2 * z1 + 1), key
+    run = 1 << z1 | (key >> (z1 + 1)) & ((1 << z1) - 1)
+    assert (entry & ((1 << r) - 1), (entry >> r) & 31) == (run, 2 * z1 + 1), key
     start = 2 * z1 + 2
-    z2 = next(i for i, b in enumerate(bits[start:]) if b != 0)
-    if bits[start + z2] is None or start + 2 * z2 + 1 > 16:
-      assert (entry >> 13) & 31 == 0 and entry >> 24 == 0, key
+    rest = key >> start
+    z2 = (rest & -rest).bit_length() - 1
+    if rest == 0 or start + 2 * z2 + 1 > bits:
+      assert (entry >> (r + 5)) & 31 == 0 and entry >> (r + 10) == 0, key
       continue
-    magnitude = 1 << z2 | sum(bits[start + z2 + 1 + i] << i for i in range(z2))
-    value = magnitude if bits[2 * z1 + 1] else -magnitude
-    assert (entry >> 13) & 31 == start + 2 * z2 + 1, key
-    assert entry >> 24 == value, key  # int32 entries: the shift sign-extends
+    magnitude = 1 << z2 | (rest >> (z2 + 1)) & ((1 << z2) - 1)
+    value = magnitude if (key >> (2 * z1 + 1)) & 1 else -magnitude
+    assert (entry >> (r + 5)) & 31 == start + 2 * z2 + 1, key
+    assert entry >> (r + 10) == value, key  # int32 entries: the shift sign-extends
     usable += 1
-  assert usable > 2**15
+  assert usable > 2**(bits - 1)
 
 
 def test_codewords_around_the_decoders_lookup_length_round_trip():
-  # The fast decoder looks up codewords of at most 16 bits in a table and
-  # decodes longer ones arithmetically: codewords of 3 to 70 bits, and
-  # trailing runs whose gamma code is 15, 17 or 19 bits long, all mixed in
-  # one lane.
+  # The fast decoder looks up codewords of at most `_TABLE_BITS` (16) bits
+  # in a table and decodes longer ones arithmetically: codewords of 3 to 70
+  # bits, and trailing runs whose gamma code is 15, 17 or 19 bits long, all
+  # mixed in one lane.
   rng = np.random.default_rng(7)
   pieces = []
-  for run in [1, 2, 7, 8, 127, 128, 255, 256, 300]:
-    for magnitude in [1, 2, 63, 64, 127, 128, 2**15, 2**16, 2**17]:
+  for run in [1, 2, 7, 8, 127, 128, 255, 256, 511, 512]:
+    for magnitude in [1, 2, 63, 64, 127, 128, 255, 256, 2**15, 2**16, 2**17]:
       pieces.append(np.zeros(run - 1, np.int32))
       pieces.append(np.array([magnitude * rng.choice([-1, 1])], np.int32))
   order = rng.permutation(len(pieces) // 2)
