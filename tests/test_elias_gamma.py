@@ -223,7 +223,7 @@ def test_lookup_table_entries_decode_their_window():
 
 def test_codewords_around_the_decoders_lookup_length_round_trip():
   # The fast decoder looks up codewords of at most `_TABLE_BITS` (16) bits
-  # in a table and decodes longer ones arithmetically: codewords of 3 to 70
+  # in a table and decodes longer ones arithmetically: codewords of 3 to 55
   # bits, and trailing runs whose gamma code is 15, 17 or 19 bits long, all
   # mixed in one lane.
   rng = np.random.default_rng(7)
