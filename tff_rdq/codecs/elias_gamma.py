@@ -711,7 +711,7 @@ def _decode_lanes_fast(words, block_start_bit, block_end_bit, block_len, lane_ba
 
   Each step reads one 64-bit window per lane and decodes gamma(run), the sign
   and gamma(|v|) from it: `_TABLE_STEPS` steps by a table lookup of the
-  window's low 16 bits (a lane whose codeword is longer waits), then one step
+  window's low `_TABLE_BITS` bits (a lane whose codeword is longer waits), then one step
   arithmetically. A lane whose codeword does not fit the window (or whose run
   field is not a valid run) stops there; `_decode_lanes_general`
   finishes such lanes (and finds the errors). The loop runs in phases of
@@ -764,31 +764,6 @@ def _decode_lanes_fast(words, block_start_bit, block_end_bit, block_len, lane_ba
     return tf.bitwise.right_shift(
         tf.bitcast(tf.cast(lowest, tf.float32), i32), c23) - c127
 
-  def codeword_fields(w):
-    """`(run, sign, mag_start, z1, z2, magnitude)` of the codeword at `w`'s bit 0.
-
-    `w`: `uint64` windows. gamma(run) and the sign lie in the low 30 bits
-    (runs below 2**15), gamma(|v|) from bit `mag_start = 2 * z1 + 2` on within
-    31 bits (|v| below 2**16); `z1`, `z2` are the two gamma codes' zero counts
-    (outside 0..14 and 0..15 where that does not hold).
-    """
-    low = tf.cast(w, i32)
-    z1 = ctz32(low)
-    z1c = tf.bitwise.bitwise_and(z1, c15)
-    z1p = z1c + c1
-    x = tf.bitwise.right_shift(low, z1p)
-    top = tf.bitwise.left_shift(c1, z1c)
-    run = tf.bitwise.bitwise_or(tf.bitwise.bitwise_and(x, top - c1), top)
-    sign = tf.bitwise.bitwise_and(tf.bitwise.right_shift(x, z1c), c1)
-    mag_start = z1p + z1p
-    t = tf.cast(tf.bitwise.right_shift(w, tf.cast(mag_start, tf.uint64)), i32)
-    z2 = ctz32(t)
-    z2c = tf.bitwise.bitwise_and(z2, c15)
-    top2 = tf.bitwise.left_shift(c1, z2c)
-    magnitude = tf.bitwise.bitwise_or(
-        tf.bitwise.bitwise_and(tf.bitwise.right_shift(t, z2c + c1), top2 - c1), top2)
-    return run, sign, mag_start, z1, z2, magnitude
-
   # A graph constant: the worker runs graphs without constant folding.
   table = tf.constant(_lookup_table())
   table_mask = tf.constant(2**_TABLE_BITS - 1, i32)
@@ -818,7 +793,23 @@ def _decode_lanes_fast(words, block_start_bit, block_end_bit, block_len, lane_ba
       int32 arithmetic: right shifts sign-extend, and every field is masked.
       """
       w = read_window(r)
-      run, sign, mag_start, z1, z2, magnitude = codeword_fields(w)
+      # gamma(run) and the sign lie in the low 30 bits (runs below 2**15).
+      low = tf.cast(w, i32)
+      z1 = ctz32(low)
+      z1c = tf.bitwise.bitwise_and(z1, c15)
+      z1p = z1c + c1
+      x = tf.bitwise.right_shift(low, z1p)
+      top = tf.bitwise.left_shift(c1, z1c)
+      run = tf.bitwise.bitwise_or(tf.bitwise.bitwise_and(x, top - c1), top)
+      sign = tf.bitwise.bitwise_and(tf.bitwise.right_shift(x, z1c), c1)
+      # gamma(|v|) from bit 2 * z1 + 2 on, within 31 bits (|v| below 2**16).
+      mag_start = z1p + z1p
+      t = tf.cast(tf.bitwise.right_shift(w, tf.cast(mag_start, tf.uint64)), i32)
+      z2 = ctz32(t)
+      z2c = tf.bitwise.bitwise_and(z2, c15)
+      top2 = tf.bitwise.left_shift(c1, z2c)
+      magnitude = tf.bitwise.bitwise_or(
+          tf.bitwise.bitwise_and(tf.bitwise.right_shift(t, z2c + c1), top2 - c1), top2)
       negative = sign - c1  # all ones for a negative value
       value = tf.bitwise.bitwise_xor(magnitude, negative) - negative
       new_pos = pos + run
@@ -827,7 +818,6 @@ def _decode_lanes_fast(words, block_start_bit, block_end_bit, block_len, lane_ba
       # (z1 > 14, or no one bit in 32), or |v| is 2**16 or more.
       stall = act & ((tf.cast(z1, u32) > c14u) | (is_value & (tf.cast(z2, u32) > c15u)))
       go = act & tf.logical_not(stall)
-      z2c = tf.bitwise.bitwise_and(z2, c15)
       advance = tf.where(is_value, mag_start + z2c + z2c + c1, mag_start - c1)
       r, pos, index, value = advance_lanes(r, pos, go, new_pos, is_value, advance, value)
       return r, pos, go & (new_pos < blen), index, value
