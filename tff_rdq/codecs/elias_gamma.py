@@ -660,16 +660,6 @@ _ENTRY_RUN_BITS = _TABLE_BITS // 2
 _DECODE_PHASES = (16, 16, 32, 64, 128)
 
 
-def _ctz(window: tf.Tensor) -> tf.Tensor:
-  """Trailing zeros of `uint64` windows as `int32`; -127 for a zero window."""
-  lowest = tf.bitwise.bitwise_and(
-      window, tf.bitwise.invert(window) + tf.constant(1, tf.uint64))
-  # A power of two is exact in float32; its exponent field is the bit index.
-  exponent = tf.bitwise.right_shift(
-      tf.bitcast(tf.cast(lowest, tf.float32), tf.int32), 23)
-  return exponent - 127
-
-
 @functools.cache
 def _lookup_table() -> np.ndarray:
   """The fast decoder's table of codewords of at most `_TABLE_BITS` bits.
