@@ -67,9 +67,12 @@ def _timed_in_graph(fn, x, inner):
   """`(fn(x) run inner times in sequence, seconds per run)`, timed inside the graph.
 
   `tf.timestamp` ops before the first run starts and after the last one ended
-  measure the coding alone, inside TFF's worker: no transfer in or out.
+  measure the coding alone, inside TFF's worker: no transfer in or out. The
+  first waits for `x`: a timestamp without inputs runs when the graph starts,
+  so for a decode it would have counted the encode that produces `x` too.
   """
-  start = tf.timestamp()
+  with tf.control_dependencies(tf.nest.flatten(x)):
+    start = tf.timestamp()
   with tf.control_dependencies([start]):
     x = tf.nest.map_structure(tf.identity, x)
   out = _chain(fn, x, inner)
