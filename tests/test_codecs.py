@@ -37,6 +37,27 @@ def test_closed_form_elias_gamma_bits_equal_real_encoded_length():
       1 + (stream.bit_length() + 7) // 8 + stream)
 
 
+def test_coded_size_is_the_same_on_the_fast_and_the_general_path():
+  # Up to 64 vectors are counted one by one in int32 where the encoder's fast
+  # path applies; a larger batch takes the int64 path as a whole.
+  rng = np.random.default_rng(4)
+  scales = [0.05, 0.7, 3.0, 300.0, 1e5] * 13
+  q = np.round(rng.laplace(size=(65, 3000)) * np.array(scales)[:, None]).astype(np.int32)
+  q[3] = 0
+  q[7, -1500:] = 0
+  q[9, :2] = [np.iinfo(np.int32).min, 2**31 - 1]
+  for block in (1024, 7):
+    whole = elias_gamma.coded_size(tf.constant(q), block)
+    for k in (0, 3, 7, 9, 40, 64):
+      data = elias_gamma.encode_to_bytes(tf.constant(q[k]), block)
+      for size in (whole, elias_gamma.coded_size(tf.constant(q[k]), block),
+                   elias_gamma.coded_size(tf.constant(q[k:k + 1]), block)):
+        bits, header_bits = (np.reshape(t.numpy(), [-1]) for t in size)
+        index = k if bits.size > 1 else 0
+        assert bits[index] == 8 * int(tf.size(data)), (block, k)
+        assert header_bits[index] == int(elias_gamma.side_info_bits(data, 3000, block))
+
+
 def test_coded_bits_is_the_module_function():
   q = tf.constant(np.arange(-50, 50, dtype=np.int32))
   assert int(codecs.EliasGammaCodec(16).coded_bits(q)) == int(elias_gamma.coded_bits(q, 16))

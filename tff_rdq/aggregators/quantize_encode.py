@@ -75,6 +75,7 @@ from tff_rdq.aggregators import compressed
 from tff_rdq.aggregators import compressor as compressor_lib
 from tff_rdq.aggregators import step_control as step_control_lib
 from tff_rdq.codecs import bitstream
+from tff_rdq.codecs import elias_gamma
 from tff_rdq.quantizers import uniform
 
 _STEP_BYTES = 4
@@ -185,40 +186,10 @@ class QuantizeEncodeCompressor(compressor_lib.Compressor):
     """`(bits, side_bits)` of the Elias-gamma bytes of `integers` `[..., n]`, in closed form.
 
     `bits == 8 * len(encode_to_bytes(v))` and `side_bits == side_info_bits`
-    of those bytes, for every vector `v` on the last axis (int64 `[...]`),
-    from the codec's `coded_bits` of each block alone: a single block of `b`
-    bytes costs `8 * (1 + ceil(bitlen(b) / 8) + b)` bits (a header of one
-    width byte and its `bitlen(b)`-bit length), which gives `b`; the blocked
-    format's header is `1 + ceil(m * bitlen(max b) / 8)` bytes for `m` blocks.
+    of those bytes, for every vector `v` on the last axis (int64 `[...]`):
+    `elias_gamma.coded_size`.
     """
-    n = int(integers.shape[-1])
-    batch_shape = tf.shape(integers, out_type=tf.int64)[:-1]
-    if n == 0:  # One width byte (0), no blocks.
-      eight = tf.fill(batch_shape, tf.constant(8, tf.int64))
-      return eight, eight
-    block = self.codec.block_size
-    full, num_blocks = n // block, -(-n // block)
-    # A vector is sliced along its only axis (no copy), a batch row-wise.
-    rows = integers if integers.shape.rank == 1 else tf.reshape(integers, [-1, n])
-    def columns(start, stop):
-      if rows.shape.rank == 1:
-        return tf.reshape(rows[start:stop], [1, -1])
-      return rows[:, start:stop] if (start, stop) != (0, n) else rows
-    parts = []
-    if full:
-      blocks = tf.reshape(columns(0, full * block), [-1, block])
-      parts.append(tf.reshape(self.codec.coded_bits(blocks), [-1, full]))
-    if full < num_blocks:
-      parts.append(tf.reshape(self.codec.coded_bits(columns(full * block, n)), [-1, 1]))
-    single = (tf.concat(parts, 1) if len(parts) > 1 else parts[0]) // 8
-    # Every block has at least one byte; the width field takes 1, 2, 3 or 4 bytes.
-    width_bytes = tf.where(single <= 2**8 + 1, 1, tf.where(
-        single <= 2**16 + 2, 2, tf.where(single <= 2**24 + 3, 3, 4)))
-    block_bytes = single - 1 - tf.cast(width_bytes, tf.int64)
-    width = bitstream.bit_length(tf.reduce_max(block_bytes, axis=1))
-    header = 1 + (num_blocks * width + 7) // 8
-    bits = 8 * (header + tf.reduce_sum(block_bytes, axis=1))
-    return tf.reshape(bits, batch_shape), tf.reshape(8 * header, batch_shape)
+    return elias_gamma.coded_size(integers, self.codec.block_size)
 
   def stream(self, tensor_step, seed, payload, fields=None):
     """One tensor's `tf.string`: the header (module doc), the step control's

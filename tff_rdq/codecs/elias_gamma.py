@@ -159,6 +159,66 @@ def _write32(fields: tf.Tensor, offsets: tf.Tensor, num_words) -> tf.Tensor:
       [tf.zeros([1], tf.uint32), spill[:num_words - 1]], 0)
 
 
+def _fast_runs(index, block_size):
+  """int32 `(idx, block_of, run)` of the nonzero positions `index` (fast path).
+
+  `run` is one more than the zeros since the previous nonzero value or the
+  start of its block: the value whose gamma code precedes the value's own.
+  """
+  i32 = tf.int32
+  idx = tf.cast(index, i32)
+  if block_size & (block_size - 1) == 0:
+    block_of = tf.bitwise.right_shift(idx, block_size.bit_length() - 1)
+    block_start = tf.bitwise.bitwise_and(idx, -block_size)
+  else:
+    block_of = idx // block_size
+    block_start = block_of * block_size
+  # The previous nonzero's index (-1 before the first): a rolled copy.
+  previous = tf.tensor_scatter_nd_update(
+      tf.roll(idx, 1, 0), tf.zeros([1, 1], i32), tf.constant([-1], i32))
+  return idx, block_of, idx - tf.maximum(previous, block_start - 1)
+
+
+def _fast_blocks(n, idx, block_of, length, block_size):
+  """Per block of the fast path: its codeword bits, trailing run and bytes.
+
+  Returns:
+    `(nonzero_bits, first, trailing, trail_field, trail_len, block_bytes)`:
+    per block the bits of its nonzero values' codewords, the index of its
+    first codeword (`num_blocks + 1` entries), its trailing zeros (int64),
+    gamma(trailing + 1) and its length (0 without a trailing run), and its
+    stream's bytes.
+  """
+  i32 = tf.int32
+  num_blocks = -(-n // block_size)
+  nonzero_bits = _pad_to(tf.math.segment_sum(length, block_of), num_blocks)
+  first = tf.searchsorted(block_of, tf.range(num_blocks + 1), out_type=i32)
+  blocks = tf.range(num_blocks)
+  has_nonzero = first[1:] > first[:-1]
+  last_plus_one = tf.where(
+      has_nonzero, tf.gather(idx, tf.maximum(first[1:] - 1, 0)) + 1 - blocks * block_size, 0)
+  block_len = tf.minimum(block_size, n - blocks * block_size)
+  trailing = tf.cast(block_len - last_plus_one, tf.int64)
+  trail_field, trail_len = _gamma_fields(tf.maximum(trailing + 1, 1))
+  trail_len = tf.cast(tf.where(trailing > 0, trail_len, 0), i32)
+  block_bytes = (nonzero_bits + trail_len + 7) // 8
+  return nonzero_bits, first, trailing, trail_field, trail_len, block_bytes
+
+
+def _fast_coded_bits(values, index, nonzero, block_size):
+  """`(bits, header bits)` of `_encode_fast`'s bytes, without writing them (int64).
+
+  The same conditions as `_encode_fast`; the codeword lengths are `2 a + 2 b
+  - 1` with `a`, `b` the bit lengths of the run and of `|v|`.
+  """
+  n = int(values.shape[0])
+  idx, block_of, run = _fast_runs(index, block_size)
+  length = tf.bitcast(_bit_length32(run) + _bit_length32(tf.abs(nonzero)), tf.int32) * 2 - 1
+  block_bytes = tf.cast(_fast_blocks(n, idx, block_of, length, block_size)[-1], tf.int64)
+  header = header_bytes(-(-n // block_size), bitstream.bit_length(tf.reduce_max(block_bytes)))
+  return 8 * (header + tf.reduce_sum(block_bytes)), 8 * header
+
+
 def _encode_fast(values, index, nonzero, block_size):
   """`encode_to_bytes` in int32 arithmetic (module notes at _FAST_MAX_MAGNITUDE).
 
@@ -170,18 +230,7 @@ def _encode_fast(values, index, nonzero, block_size):
   n = int(values.shape[0])
   num_blocks = -(-n // block_size)
   one = tf.constant(1, u32)
-  idx = tf.cast(index, i32)
-  if block_size & (block_size - 1) == 0:
-    block_of = tf.bitwise.right_shift(idx, block_size.bit_length() - 1)
-    block_start = tf.bitwise.bitwise_and(idx, -block_size)
-  else:
-    block_of = idx // block_size
-    block_start = block_of * block_size
-  # The previous nonzero's index (-1 before the first): a rolled copy.
-  previous = tf.tensor_scatter_nd_update(
-      tf.roll(idx, 1, 0), tf.zeros([1, 1], i32), tf.constant([-1], i32))
-  # Zeros since the previous nonzero (or the block start), plus one.
-  run = idx - tf.maximum(previous, block_start - 1)
+  idx, block_of, run = _fast_runs(index, block_size)
   magnitude = tf.abs(nonzero)
   a = _bit_length32(run)
   b = _bit_length32(magnitude)
@@ -199,17 +248,9 @@ def _encode_fast(values, index, nonzero, block_size):
   length = tf.bitcast(high_shift + b, i32)
 
   # Per block: codeword bits, the trailing run and the byte length.
-  nonzero_bits = _pad_to(tf.math.segment_sum(length, block_of), num_blocks)
-  first = tf.searchsorted(block_of, tf.range(num_blocks + 1), out_type=i32)
+  nonzero_bits, first, trailing, trail_field, _, block_bytes = _fast_blocks(
+      n, idx, block_of, length, block_size)
   blocks = tf.range(num_blocks)
-  has_nonzero = first[1:] > first[:-1]
-  last_plus_one = tf.where(
-      has_nonzero, tf.gather(idx, tf.maximum(first[1:] - 1, 0)) + 1 - blocks * block_size, 0)
-  block_len = tf.minimum(block_size, n - blocks * block_size)
-  trailing = tf.cast(block_len - last_plus_one, tf.int64)
-  trail_field, trail_len = _gamma_fields(tf.maximum(trailing + 1, 1))
-  trail_len = tf.cast(tf.where(trailing > 0, trail_len, 0), i32)
-  block_bytes = (nonzero_bits + trail_len + 7) // 8
   width = tf.cast(bitstream.bit_length(tf.reduce_max(block_bytes)), i32)
   start = header_bytes(num_blocks, width)
   block_start_bit = 8 * (start + tf.math.cumsum(block_bytes, exclusive=True))
@@ -264,12 +305,27 @@ def header_bytes(num_blocks: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
 def coded_bits(integers: tf.Tensor, block_size: int) -> tf.Tensor:
   """Bits of `encode_to_bytes(v, block_size)` for each vector `v` of a batch.
 
+  `coded_size(integers, block_size)[0]`.
+  """
+  return coded_size(integers, block_size)[0]
+
+
+# Batches of at most this many vectors (with a static batch shape) are counted
+# vector by vector, each on the fast path where it qualifies.
+_MAX_FAST_COUNT_ROWS = 64
+
+
+def coded_size(integers: tf.Tensor, block_size: int) -> tuple[tf.Tensor, tf.Tensor]:
+  """`(bits, header bits)` of `encode_to_bytes(v, block_size)` for each vector `v`.
+
   Closed form, without writing any bits: per block, the sum over nonzero
   values of `(2 * bitlen(run) - 1) + 1 + (2 * bitlen(|v|) - 1)`, plus
   `2 * bitlen(r + 1) - 1` for a trailing run of `r > 0` zeros, rounded up to
   whole bytes; plus the format's header, `1 + ceil(m * w / 8)` bytes with `m`
-  blocks and `w` the bit length of the largest block byte count. Equal to
-  `8 * len(encode_to_bytes(v, block_size))` for every `v`.
+  blocks and `w` the bit length of the largest block byte count. The bits
+  equal `8 * len(encode_to_bytes(v, block_size))` and the header bits
+  `side_info_bits` of those bytes, for every `v`. Where the encoder would take
+  its int32 path, so does the count (a vector at a time); else int64.
 
   Args:
     integers: An `int32` tensor `[..., n]` with a static `n` (the last axis
@@ -277,7 +333,7 @@ def coded_bits(integers: tf.Tensor, block_size: int) -> tf.Tensor:
     block_size: The codec's block size (Python int >= 1).
 
   Returns:
-    An `int64` tensor shaped like `integers.shape[:-1]`.
+    Two `int64` tensors shaped like `integers.shape[:-1]`.
   """
   if block_size < 1:
     raise ValueError(f'block_size must be >= 1, got {block_size}.')
@@ -287,11 +343,39 @@ def coded_bits(integers: tf.Tensor, block_size: int) -> tf.Tensor:
   if integers.shape[-1] is None:
     raise ValueError('coded_bits needs a static last dimension.')
   n = int(integers.shape[-1])
+  batch = integers.shape[:-1]
+  _, offset_type = _index_dtypes(n, block_size)
+  if (n > 0 and batch.is_fully_defined() and batch.num_elements() <= _MAX_FAST_COUNT_ROWS
+      and block_size <= _FAST_MAX_BLOCK and offset_type == tf.int32):
+    rows = tf.unstack(tf.reshape(integers, [-1, n])) if batch.rank else [integers]
+    sizes = [_coded_size_of_vector(row, block_size) for row in rows]
+    if not batch.rank:
+      return sizes[0]
+    return tuple(tf.reshape(tf.stack(part), batch) for part in zip(*sizes))
+  return _coded_size_general(integers, block_size)
+
+
+def _coded_size_of_vector(values, block_size):
+  """`coded_size` of one vector: `_fast_coded_bits` where `_encode_fast` applies."""
+  where = tf.where(values)
+  nonzero = tf.gather_nd(values, where)
+  fast = (tf.size(nonzero) > 0) & (tf.reduce_max(nonzero) <= _FAST_MAX_MAGNITUDE) & (
+      tf.reduce_min(nonzero) >= -_FAST_MAX_MAGNITUDE)
+  return tf.cond(
+      fast,
+      lambda: _fast_coded_bits(values, tf.reshape(where, [-1]), nonzero, block_size),
+      lambda: _coded_size_general(values, block_size))
+
+
+def _coded_size_general(integers, block_size):
+  """`coded_size` in int64 arithmetic, for any values and batch."""
+  n = int(integers.shape[-1])
   batch_shape = tf.shape(integers, out_type=tf.int64)[:-1]
   integers = tf.reshape(integers, [-1, n])
   num_rows = tf.shape(integers, out_type=tf.int64)[0]
   if n == 0:
-    return tf.reshape(tf.fill([num_rows], tf.constant(8, tf.int64)), batch_shape)
+    eight = tf.reshape(tf.fill([num_rows], tf.constant(8, tf.int64)), batch_shape)
+    return eight, eight
   num_blocks = -(-n // block_size)
   integers = tf.maximum(integers, -_INT32_MAX)
   index = tf.where(tf.not_equal(integers, 0))  # [N, 2], row-major order
@@ -319,8 +403,9 @@ def coded_bits(integers: tf.Tensor, block_size: int) -> tf.Tensor:
   )
   block_bytes = tf.reshape((nonzero_bits + trail_bits + 7) // 8, [-1, num_blocks])
   width = bitstream.bit_length(tf.reduce_max(block_bytes, axis=1))
-  total_bytes = header_bytes(num_blocks, width) + tf.reduce_sum(block_bytes, axis=1)
-  return tf.reshape(8 * total_bytes, batch_shape)
+  header = header_bytes(num_blocks, width)
+  total_bytes = header + tf.reduce_sum(block_bytes, axis=1)
+  return tf.reshape(8 * total_bytes, batch_shape), tf.reshape(8 * header, batch_shape)
 
 
 def encode_to_bytes(
