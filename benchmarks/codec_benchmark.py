@@ -110,6 +110,20 @@ def _computation(codec, n, block, inner):
   return round_trip, side, states
 
 
+def max_codewords_per_block(integers: np.ndarray, block: int) -> int:
+  """The most Elias-gamma codewords of a block: its nonzero values, plus one for a trailing run.
+
+  A block's codewords decode one after the other, so no decoder of the
+  format needs fewer dependent steps than this.
+  """
+  padded = np.zeros(-(-integers.size // block) * block, bool)
+  padded[:integers.size] = integers != 0
+  blocks = padded.reshape(-1, block)
+  lengths = np.minimum(block, integers.size - block * np.arange(blocks.shape[0]))
+  last = np.where(blocks.any(axis=1), block - 1 - np.argmax(blocks[:, ::-1], axis=1), -1)
+  return int((blocks.sum(axis=1) + (last + 1 < lengths)).max())
+
+
 def _no_op(n):
   """A computation with `round_trip`'s input and output types that does no coding."""
 
@@ -158,7 +172,7 @@ def _run(args, n, block, inner, codecs):
   if not args.json:
     print(f"{'step':>6} {'codec':>11} {'entropy':>8} {'b/p':>7} {'side':>7} {'states':>7} "
           f"{'excess':>7} {'vs eg':>7} {'enc':>7} {'dec':>7} {'total':>7} {'x tfc':>6} "
-          f"{'x eg':>6} {'call-noop':>9}")
+          f"{'x eg':>6} {'call-noop':>9} {'steps':>6}")
   records = []
   zeros = np.zeros(n, np.int32)
   no_op(zeros)
@@ -200,6 +214,10 @@ def _run(args, n, block, inner, codecs):
       data = tf.constant(np.frombuffer(stream, np.uint8))
       rows[codec] = (8 * len(stream), int(side_fn(data)), int(states_fn(data)))
     rows['tfc'] = (tfc_bits, 0, 0)
+    steps = {'elias_gamma': max_codewords_per_block(ints, block), 'tfc': None}
+    if 'rans' in streams:
+      steps['rans'] = int(rans.decoding_steps(
+          tf.constant(np.frombuffer(streams['rans'], np.uint8)), n))
     eg_bits = rows['elias_gamma'][0] if 'elias_gamma' in rows else tfc_bits
     tfc_enc, tfc_dec, _ = medians['tfc']
     for codec, (bits, side, states) in rows.items():
@@ -215,6 +233,7 @@ def _run(args, n, block, inner, codecs):
           total_s=enc_time + dec_time, tfc_encode_s=tfc_enc, tfc_decode_s=tfc_dec,
           tfc_s=tfc_enc + tfc_dec, ratio_tfc=x_tfc, ratio_eg=x_eg,
           call_minus_no_op_s=call_time if codec != 'tfc' else None,
+          decoding_steps=steps[codec],
           block_size=block if codec == 'elias_gamma' else None, repeats=args.repeats,
           inner=inner if codec != 'tfc' else 1, transfer_s=transfer)
       records.append(record)
@@ -223,17 +242,20 @@ def _run(args, n, block, inner, codecs):
         continue
       excess_text = f'{excess:>+7.2%}' if excess is not None else f"{'-':>7}"
       x_eg_text = f'{x_eg:>6.2f}' if x_eg is not None else f"{'-':>6}"
+      steps_text = f'{steps[codec]:>6}' if steps[codec] is not None else f"{'-':>6}"
       print(f'{step:>6} {codec:>11} {entropy:>8.4f} {bits / n:>7.4f} {side / n:>7.5f} '
             f'{states / n:>7.5f} {excess_text} {1 - bits / eg_bits:>+7.1%} {enc_time:>7.4f} '
             f'{dec_time:>7.4f} {enc_time + dec_time:>7.4f} {x_tfc:>6.2f} {x_eg_text} '
-            f'{call_time:>9.4f}', flush=True)
+            f'{call_time:>9.4f} {steps_text}', flush=True)
   print(f'transfer (no-op computation, {n:,} int32 in and out; not in the times above): '
         f'{transfer:.3f} s', file=log)
   if not args.json:
     print('excess: bits / (n * entropy + side) - 1; vs eg: bits saved against elias_gamma '
           '(tfc\'s stream when elias_gamma is not run); states: included in b/p, not in side; '
           'x tfc, x eg: medians of the paired per-repetition time ratios; call-noop: the '
-          'whole call minus a no-op call, per encode + decode (a noisy cross-check).')
+          'whole call minus a no-op call, per encode + decode (a noisy cross-check); steps: '
+          'dependent decoding steps of the format (elias_gamma: the most codewords of a '
+          'block; rans: T, the most run symbols of a lane).')
   if args.markdown:
     print(_markdown_table(records))
 
@@ -241,7 +263,8 @@ def _run(args, n, block, inner, codecs):
 def _markdown_table(records) -> str:
   """The README's table: one row per step, Elias-gamma and rANS against tfc."""
   header = ['step', 'entropy (bits)', 'EG b/p', 'rANS b/p', 'rANS over n·H', 'rANS saving vs EG',
-            'EG enc+dec s', 'tfc s', '**EG ÷ tfc**', 'rANS s', 'rANS ÷ EG']
+            'EG enc+dec s', 'tfc s', '**EG ÷ tfc**', 'rANS s', 'rANS ÷ EG', 'EG steps',
+            'rANS steps']
   lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
   for step in dict.fromkeys(r['step'] for r in records):
     by_codec = {r['codec']: r for r in records if r['step'] == step}
@@ -254,7 +277,9 @@ def _markdown_table(records) -> str:
              f"{eg['total_s']:.4f}" if eg else '-', f"{tfc_row['tfc_s']:.4f}",
              f"**{eg['ratio_tfc']:.2f}**" if eg else '-',
              f"{rans['total_s']:.3f}" if rans else '-',
-             f"{rans['ratio_eg']:.2f}" if rans and eg else '-']
+             f"{rans['ratio_eg']:.2f}" if rans and eg else '-',
+             f"{eg['decoding_steps']}" if eg else '-',
+             f"{rans['decoding_steps']}" if rans else '-']
     lines.append('| ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
 

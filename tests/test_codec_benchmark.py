@@ -3,6 +3,7 @@
 import pathlib
 import sys
 
+import numpy as np
 import tensorflow as tf
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / 'benchmarks'))
@@ -45,3 +46,18 @@ def test_timer_returns_the_chained_result():
   out, seconds = timed(tf.constant([1, 2, 3]))
   assert out.numpy().tolist() == [2, 3, 4]
   assert float(seconds) >= 0
+
+
+def test_max_codewords_per_block_counts_values_and_trailing_runs():
+  rng = np.random.default_rng(0)
+  for n, block in ((1, 4), (10, 4), (4096, 1024), (5000, 1024), (999, 7)):
+    values = np.where(rng.random(n) < 0.3, rng.integers(-5, 6, n), 0).astype(np.int32)
+    values[-1] = 0  # a trailing run in the last block
+    expected = 0
+    for start in range(0, n, block):
+      part = values[start:start + block]
+      nonzero = np.flatnonzero(part)
+      trailing = part.size - (nonzero[-1] + 1 if nonzero.size else 0)
+      expected = max(expected, nonzero.size + (trailing > 0))
+    assert codec_benchmark.max_codewords_per_block(values, block) == expected, (n, block)
+  assert codec_benchmark.max_codewords_per_block(np.ones(2048, np.int32), 1024) == 1024

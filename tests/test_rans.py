@@ -552,3 +552,14 @@ def test_accepted_streams_are_exactly_the_encodings():
     else:
       assert not np.any(decoded)
   assert accepted < 60
+
+
+def test_decoding_steps_is_the_largest_lane_of_run_symbols():
+  # Without zeros every value is one run symbol, so T is the lane length.
+  values = np.arange(1, 5001, dtype=np.int32) % 7 + 1
+  data = rans.encode_to_bytes(tf.constant(values))
+  lanes = int(rans.lane_state_bits(data, values.size)) // rans.STATE_BITS
+  assert int(rans.decoding_steps(data, values.size)) == -(-values.size // lanes)
+  # All zeros: one run symbol per R zeros in the longest lane, at least one.
+  zeros = rans.encode_to_bytes(tf.zeros([3000], tf.int32))
+  assert int(rans.decoding_steps(zeros, 3000)) >= 1

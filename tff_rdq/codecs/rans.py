@@ -595,6 +595,15 @@ def lane_state_bits(data: tf.Tensor, num_elements) -> tf.Tensor:
   return STATE_BITS * _parse(data, num_elements)['lanes']
 
 
+def decoding_steps(data: tf.Tensor, num_elements) -> tf.Tensor:
+  """`T`, the dependent steps of decoding (and encoding): the most run symbols of a lane.
+
+  Every lane's state after step `t` depends on its state after step `t - 1`,
+  so any decoder of this format runs `T` steps one after the other.
+  """
+  return _parse(data, num_elements)['steps']
+
+
 def _renormalize(x, need, pointer, words):
   """Reads the next word into each lane that `need`s one, in lane order."""
   need_count = tf.cast(need, tf.int64)
