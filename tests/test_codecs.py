@@ -58,6 +58,18 @@ def test_coded_size_is_the_same_on_the_fast_and_the_general_path():
         assert header_bits[index] == int(elias_gamma.side_info_bits(data, 3000, block))
 
 
+def test_coded_size_of_a_scalar_or_unknown_length_is_a_clear_error():
+  with pytest.raises(ValueError, match='rank >= 1'):
+    elias_gamma.coded_size(tf.constant(3), 1024)
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.int32)])
+  def unknown_length(values):
+    return elias_gamma.coded_size(values, 1024)
+
+  with pytest.raises(ValueError, match='static last dimension'):
+    unknown_length.get_concrete_function()
+
+
 def test_coded_bits_is_the_module_function():
   q = tf.constant(np.arange(-50, 50, dtype=np.int32))
   assert int(codecs.EliasGammaCodec(16).coded_bits(q)) == int(elias_gamma.coded_bits(q, 16))

@@ -339,9 +339,13 @@ def coded_size(integers: tf.Tensor, block_size: int) -> tuple[tf.Tensor, tf.Tens
     raise ValueError(f'block_size must be >= 1, got {block_size}.')
   integers = tf.convert_to_tensor(integers)
   if integers.shape.rank is None or integers.shape.rank < 1:
-    raise ValueError('coded_bits needs a tensor of rank >= 1.')
+    raise ValueError(
+        f'The coded size needs integers of rank >= 1 (values on the last axis), got '
+        f'shape {integers.shape}.')
   if integers.shape[-1] is None:
-    raise ValueError('coded_bits needs a static last dimension.')
+    raise ValueError(
+        f'The coded size needs a static last dimension (the vector length), got shape '
+        f'{integers.shape}.')
   n = int(integers.shape[-1])
   batch = integers.shape[:-1]
   _, offset_type = _index_dtypes(n, block_size)
