@@ -18,6 +18,8 @@ information (`side_info_bits`), for rans also the lane states (the rANS flush, c
 coded bits), the excess over `n * H + side info` (H: the empirical zeroth-order entropy of
 the integers, bits per value) and the saving against elias_gamma's bits. Time ratios are
 against tfc's encode+decode (`x tfc`) and our elias_gamma's (`x eg`, when it is run).
+`steps` is each format's number of dependent decoding steps, which no decoder can run in
+parallel: elias_gamma's most codewords in a block, rans's `T` (`rans.decoding_steps`).
 `--json` prints one JSON object per step and codec instead of the table.
 """
 
