@@ -105,6 +105,19 @@ def _index_dtypes(n_static, block_size):
   return index_type, offset_type
 
 
+def _fast_sizes(n_static, block_size) -> bool:
+  """Whether a length and block size allow the int32 fast path (static)."""
+  _, offset_type = _index_dtypes(n_static, block_size)
+  return block_size <= _FAST_MAX_BLOCK and offset_type == tf.int32
+
+
+def _fast_values(nonzero: tf.Tensor) -> tf.Tensor:
+  """Whether a vector's nonzero values allow the fast path: some, all within its magnitude."""
+  # (The max of no values is INT32_MIN, the min INT32_MAX.)
+  return (tf.size(nonzero) > 0) & (tf.reduce_max(nonzero) <= _FAST_MAX_MAGNITUDE) & (
+      tf.reduce_min(nonzero) >= -_FAST_MAX_MAGNITUDE)
+
+
 def _bit_length32(x: tf.Tensor) -> tf.Tensor:
   """`uint32` bit lengths of int32 values in `1 .. 2**24 - 1` (float32 exact)."""
   return tf.bitwise.right_shift(
@@ -183,11 +196,10 @@ def _fast_blocks(n, idx, block_of, length, block_size):
   """Per block of the fast path: its codeword bits, trailing run and bytes.
 
   Returns:
-    `(nonzero_bits, first, trailing, trail_field, trail_len, block_bytes)`:
-    per block the bits of its nonzero values' codewords, the index of its
-    first codeword (`num_blocks + 1` entries), its trailing zeros (int64),
-    gamma(trailing + 1) and its length (0 without a trailing run), and its
-    stream's bytes.
+    `(nonzero_bits, first, trailing, trail_field, block_bytes)`: per block
+    the bits of its nonzero values' codewords, the index of its first
+    codeword (`num_blocks + 1` entries), its trailing zeros (int64),
+    gamma(trailing + 1), and its stream's bytes.
   """
   i32 = tf.int32
   num_blocks = -(-n // block_size)
@@ -202,7 +214,7 @@ def _fast_blocks(n, idx, block_of, length, block_size):
   trail_field, trail_len = _gamma_fields(tf.maximum(trailing + 1, 1))
   trail_len = tf.cast(tf.where(trailing > 0, trail_len, 0), i32)
   block_bytes = (nonzero_bits + trail_len + 7) // 8
-  return nonzero_bits, first, trailing, trail_field, trail_len, block_bytes
+  return nonzero_bits, first, trailing, trail_field, block_bytes
 
 
 def _fast_coded_bits(values, index, nonzero, block_size):
@@ -248,7 +260,7 @@ def _encode_fast(values, index, nonzero, block_size):
   length = tf.bitcast(high_shift + b, i32)
 
   # Per block: codeword bits, the trailing run and the byte length.
-  nonzero_bits, first, trailing, trail_field, _, block_bytes = _fast_blocks(
+  nonzero_bits, first, trailing, trail_field, block_bytes = _fast_blocks(
       n, idx, block_of, length, block_size)
   blocks = tf.range(num_blocks)
   width = tf.cast(bitstream.bit_length(tf.reduce_max(block_bytes)), i32)
@@ -348,9 +360,8 @@ def coded_size(integers: tf.Tensor, block_size: int) -> tuple[tf.Tensor, tf.Tens
         f'{integers.shape}.')
   n = int(integers.shape[-1])
   batch = integers.shape[:-1]
-  _, offset_type = _index_dtypes(n, block_size)
   if (n > 0 and batch.is_fully_defined() and batch.num_elements() <= _MAX_FAST_COUNT_ROWS
-      and block_size <= _FAST_MAX_BLOCK and offset_type == tf.int32):
+      and _fast_sizes(n, block_size)):
     rows = tf.unstack(tf.reshape(integers, [-1, n])) if batch.rank else [integers]
     sizes = [_coded_size_of_vector(row, block_size) for row in rows]
     if not batch.rank:
@@ -363,10 +374,8 @@ def _coded_size_of_vector(values, block_size):
   """`coded_size` of one vector: `_fast_coded_bits` where `_encode_fast` applies."""
   where = tf.where(values)
   nonzero = tf.gather_nd(values, where)
-  fast = (tf.size(nonzero) > 0) & (tf.reduce_max(nonzero) <= _FAST_MAX_MAGNITUDE) & (
-      tf.reduce_min(nonzero) >= -_FAST_MAX_MAGNITUDE)
   return tf.cond(
-      fast,
+      _fast_values(nonzero),
       lambda: _fast_coded_bits(values, tf.reshape(where, [-1]), nonzero, block_size),
       lambda: _coded_size_general(values, block_size))
 
@@ -430,17 +439,13 @@ def encode_to_bytes(
   if values.dtype != tf.int32:
     raise TypeError(f'Expected int32 values, got {values.dtype}.')
   values = tf.reshape(values, [-1])
-  _, offset_type = _index_dtypes(values.shape[0], block_size)
   where = tf.where(values)  # [N, 1]: the nonzero positions
   nonzero = tf.gather_nd(values, where)
   index = tf.reshape(where, [-1])
-  if block_size > _FAST_MAX_BLOCK or offset_type != tf.int32:
+  if not _fast_sizes(values.shape[0], block_size):
     return _encode_general(values, block_size, index, nonzero)
-  # (The max of no values is INT32_MIN, the min INT32_MAX.)
-  fast = (tf.size(nonzero) > 0) & (tf.reduce_max(nonzero) <= _FAST_MAX_MAGNITUDE) & (
-      tf.reduce_min(nonzero) >= -_FAST_MAX_MAGNITUDE)
   return tf.cond(
-      fast,
+      _fast_values(nonzero),
       lambda: _encode_fast(values, index, nonzero, block_size),
       lambda: _encode_general(values, block_size, index, nonzero),
   )
