@@ -1678,12 +1678,13 @@ def decode_many(datas, sizes, block_size: int = elias_gamma.DEFAULT_BLOCK_SIZE) 
   if tf.executing_eagerly() or len(datas) < 2:
     return [decode_from_bytes(d, n, block_size) for d, n in zip(datas, sizes)]
   empty = tf.constant([MARKER, 0, 0, 0, 0], tf.uint8)
+  lane_inputs = _traced_lane_inputs()
   inputs = []
   for data, n in zip(datas, sizes):
     ours, is_empty = _format_of(data)
     # Data in another format is parsed as the empty vector: no lanes, no steps.
     parsed = tf.cond(ours & ~is_empty, lambda data=data: data, lambda: empty)
-    inputs.append(_lane_inputs(parsed, tf.constant(n, tf.int64)))
+    inputs.append(lane_inputs(parsed, tf.constant(n, tf.int64)))
   num_lanes = [tf.size(f['states'], out_type=tf.int64) for f in inputs]
   lane_start = tf.math.cumsum(tf.stack(num_lanes), exclusive=True)
   stream_size = tf.stack([tf.size(f['stream'], out_type=tf.int64) for f in inputs])
@@ -1702,15 +1703,38 @@ def decode_many(datas, sizes, block_size: int = elias_gamma.DEFAULT_BLOCK_SIZE) 
       tf.math.cumsum(stream_size, exclusive=True),
       tf.stack([f['available'] for f in inputs]),
       tf.cast(tf.reduce_max(tf.stack([f['steps'] for f in inputs])), tf.int32))
+  vector_values = _traced_vector_values(int(block_size))
   results = []
   for g, (data, n, f) in enumerate(zip(datas, sizes, inputs)):
     lanes = tf.range(lane_start[g], lane_start[g] + num_lanes[g])
-    finish = functools.partial(
-        _finish_decoding, data, f, tf.gather(final, lanes), pointer[g],
-        tf.gather(pairs[:f['steps']], lanes, axis=1))
-    values, ok = _decode_by_format(data, n, block_size, finish)
+    values, ok = vector_values(data, tf.constant(n, tf.int64), f, tf.gather(final, lanes),
+                               pointer[g], tf.gather(pairs[:f['steps']], lanes, axis=1))
     results.append((tf.ensure_shape(values, [n]), ok))
   return results
+
+
+def _vector_values(data, num_elements, f, final, pointer, pairs, block_size):
+  """One vector's `(values, ok)` in `decode_many`, given its lanes' loop results."""
+  finish = functools.partial(_finish_decoding, data, f, final, pointer, pairs)
+  return _decode_by_format(data, num_elements, block_size, finish)
+
+
+# As in the encoder, the per-vector parts of `decode_many` are library
+# functions called per vector: inlined, each vector's copy of the decoder
+# (with Elias-gamma's, for the fallback) made the first call of a model's
+# decoding graph take tens of seconds to trace and instantiate.
+@functools.lru_cache(maxsize=None)
+def _traced_lane_inputs():
+  return tf.function(_lane_inputs, autograph=False, experimental_attributes=_NOINLINE,
+                     input_signature=[tf.TensorSpec([None], tf.uint8),
+                                      tf.TensorSpec([], tf.int64)])
+
+
+@functools.lru_cache(maxsize=None)
+def _traced_vector_values(block_size):
+  return tf.function(functools.partial(_vector_values, block_size=block_size),
+                     autograph=False, reduce_retracing=True,
+                     experimental_attributes=_NOINLINE)
 
 
 def side_info_bits(data, num_elements,
