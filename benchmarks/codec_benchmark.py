@@ -36,7 +36,7 @@ import tensorflow as tf
 import tensorflow_compression as tfc
 import tensorflow_federated as tff
 
-from tff_rdq import runtime
+from tff_rdq.experiments import runtime
 from tff_rdq.codecs import elias_gamma
 from tff_rdq.codecs import rans
 

@@ -30,19 +30,15 @@ _CODECS = ('elias_gamma', 'run_length_rans')
 
 def _disable_static_grappler():
   """Makes TFF's local C++ contexts compile without the Grappler pass."""
-  # pylint: disable=g-import-not-at-top
-  from tensorflow_federated.python.core.backends.native import compiler
-  from tensorflow_federated.python.core.environments.tensorflow_backend import (
-      tensorflow_tree_transformations)
-  from tensorflow_federated.python.core.impl.computation import computation_impl
-  from tensorflow_federated.python.core.impl.context_stack import context_stack_impl
+  from tff_rdq import tff_internals  # pylint: disable=g-import-not-at-top
+  compiler = tff_internals.compiler
 
   def compile_without_grappler(comp):
-    desugared, _ = tensorflow_tree_transformations.replace_intrinsics_with_bodies(
+    desugared, _ = tff_internals.tensorflow_tree_transformations.replace_intrinsics_with_bodies(
         comp.to_building_block())
     return compiler.transform_to_native_form(
-        computation_impl.ConcreteComputation(
-            computation_proto=desugared.proto, context_stack=context_stack_impl.context_stack),
+        tff_internals.ConcreteComputation(
+            computation_proto=desugared.proto, context_stack=tff_internals.context_stack),
         grappler_config=None)
 
   # `set_sync_local_cpp_execution_context` looks the compiler up when called.
@@ -54,7 +50,7 @@ def measure_one(config_path, codec, step, clients, rounds, static_grappler):
   # pylint: disable=g-import-not-at-top
   import numpy as np
   import tensorflow_federated as tff
-  from tff_rdq import runtime
+  from tff_rdq.experiments import runtime
   from tff_rdq.aggregators import quantize_encode
   from tff_rdq.experiments import config as config_lib
   from tff_rdq.experiments import stackoverflow

@@ -57,7 +57,7 @@ import tensorflow_compression as tfc
 import tensorflow_federated as tff
 
 from tff_rdq import codecs
-from tff_rdq import runtime
+from tff_rdq.experiments import runtime
 from tff_rdq.codecs import elias_gamma
 from tff_rdq.codecs import rans
 from tff_rdq.codecs import run_length_rans as rlr

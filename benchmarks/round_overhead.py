@@ -22,8 +22,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import numpy as np  # pylint: disable=wrong-import-position
 
-from tff_rdq import data as data_lib  # pylint: disable=wrong-import-position
-from tff_rdq import runtime  # pylint: disable=wrong-import-position
+from tff_rdq.experiments import data as data_lib  # pylint: disable=wrong-import-position
+from tff_rdq.experiments import runtime  # pylint: disable=wrong-import-position
 from tff_rdq.experiments import config as config_lib  # pylint: disable=wrong-import-position
 from tff_rdq.experiments import stackoverflow  # pylint: disable=wrong-import-position
 

@@ -63,7 +63,7 @@ import tensorflow as tf  # pylint: disable=wrong-import-position
 import tensorflow_federated as tff  # pylint: disable=wrong-import-position
 
 from tff_rdq import codecs  # pylint: disable=wrong-import-position
-from tff_rdq import runtime  # pylint: disable=wrong-import-position
+from tff_rdq.experiments import runtime  # pylint: disable=wrong-import-position
 from tff_rdq.aggregators import compressed  # pylint: disable=wrong-import-position
 from tff_rdq.aggregators import compressor as compressor_lib  # pylint: disable=wrong-import-position
 from tff_rdq.aggregators import quantize_encode  # pylint: disable=wrong-import-position

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import tensorflow_federated as tff
 
-from tff_rdq import runtime
-from tff_rdq.data import sqlite_format
+from tff_rdq import tff_internals
+from tff_rdq.experiments import runtime
+from tff_rdq.experiments.data import sqlite_format
 
 WORDS = 'the a model layer tensor update client server round bits step size code'.split()
 
@@ -29,9 +30,8 @@ def tff_context():
 def local_context_available():
   """Reinstalls a local context where a runner (e.g. `tff_rdq.experiments.stackoverflow.run`)
   left the can't-run-anything context that `stop_tff_workers` installs."""
-  from tensorflow_federated.python.core.impl.context_stack import runtime_error_context
   if isinstance(tff.framework.get_context_stack().current,
-                runtime_error_context.RuntimeErrorContext):
+                tff_internals.RuntimeErrorContext):
     # `runtime.stop_late_workers` (an interrupted CLI run) refuses new workers.
     runtime._refuse_new_local_workers(False)  # pylint: disable=protected-access
     tff.backends.native.set_sync_local_cpp_execution_context()

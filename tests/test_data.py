@@ -1,4 +1,4 @@
-"""Tests of `tff_rdq.data`.
+"""Tests of `tff_rdq.experiments.data`.
 
 The SQLite format, loading through TFF, the evaluation examples, vocabulary,
 preprocessing and the SpamAssassin mail cleaning. No test uses the network.
@@ -19,10 +19,11 @@ import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_rdq.data import corpus
-from tff_rdq.data import spam_assassin
-from tff_rdq.data import sqlite_format
-from tff_rdq.data import stackoverflow
+from tff_rdq import tff_internals
+from tff_rdq.experiments.data import corpus
+from tff_rdq.experiments.data import spam_assassin
+from tff_rdq.experiments.data import sqlite_format
+from tff_rdq.experiments.data import stackoverflow
 
 
 def _record(split_name, client_id, tokens, **features):
@@ -325,15 +326,13 @@ def test_preprocess_fn_batches_epochs_and_max_elements():
 
 
 def test_preprocess_fn_equals_tffs(corpus_dir):
-  from tensorflow_federated.python.simulation.baselines.stackoverflow import (  # pylint: disable=g-import-not-at-top
-      word_prediction_preprocessing)
   train, _, _ = stackoverflow.load_client_data(corpus_dir)
   vocab = ['a', 'b']
   for epochs, max_elements, length in ((1, None, 3), (3, 5, 4), (2, 2, 1)):
     ours = stackoverflow.make_preprocess_fn(
         vocab, batch_size=2, sequence_length=length, num_epochs=epochs,
         max_elements=max_elements, shuffle_buffer_size=1)
-    tffs = word_prediction_preprocessing.create_preprocess_fn(
+    tffs = tff_internals.word_prediction_preprocessing.create_preprocess_fn(
         tff.simulation.baselines.ClientSpec(num_epochs=epochs, batch_size=2,
                                             max_elements=max_elements,
                                             shuffle_buffer_size=1),

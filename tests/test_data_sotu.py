@@ -13,10 +13,10 @@ import tarfile
 import pytest
 import tensorflow_federated as tff
 
-from tff_rdq import data as data_lib
-from tff_rdq.data import corpus
-from tff_rdq.data import sotu
-from tff_rdq.data import sources
+from tff_rdq.experiments import data as data_lib
+from tff_rdq.experiments.data import corpus
+from tff_rdq.experiments.data import sotu
+from tff_rdq.experiments.data import sources
 
 
 def _numbered_sentences(n, word):

@@ -235,7 +235,7 @@ def test_missing_data_and_config_are_one_line_errors(tmp_path, capsys):
 def test_saved_update_matches_tff_client_update(corpus, tmp_path):
   """The eagerly recomputed client update equals the one TFF's FedAvg applied."""
   from tff_rdq.experiments import updates
-  from tff_rdq import data as data_lib
+  from tff_rdq.experiments import data as data_lib
   config = _config_with(corpus, tmp_path, 'upd', rounds=1)
   config.training.server_learning_rate = 1.0
   config.aggregator.method = 'mean'

@@ -1,4 +1,4 @@
-"""Tests of running rounds split across TFF workers (`tff_rdq.runtime`'s remote part).
+"""Tests of running rounds split across TFF workers (`tff_rdq.experiments.runtime`'s remote part).
 
 Two workers are started with `runtime.serve_worker` in subprocesses on free
 local ports for the whole module, and stopped (and checked gone) at its end.
@@ -16,10 +16,10 @@ import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_rdq import runtime
+from tff_rdq.experiments import runtime
 from tff_rdq.aggregators import QuantizeEncodeFactory
 
-_SERVE = 'import sys; from tff_rdq import runtime; sys.exit(runtime.serve_worker(int(sys.argv[1])))'
+_SERVE = 'import sys; from tff_rdq.experiments import runtime; sys.exit(runtime.serve_worker(int(sys.argv[1])))'
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _NUM_CLIENTS = 4
 _ROUNDS = 3

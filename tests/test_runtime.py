@@ -1,12 +1,12 @@
-"""Tests of `tff_rdq.runtime`'s local worker handling (remote: `test_remote.py`)."""
+"""Tests of `tff_rdq.experiments.runtime`'s local worker handling (remote: `test_remote.py`)."""
 
 import numpy as np
 import pytest
 import tensorflow_federated as tff
 # pylint: disable-next=g-direct-tensorflow-import
-from tensorflow_federated.python.core.impl.executor_stacks import executor_factory
 
-from tff_rdq import runtime
+from tff_rdq import tff_internals
+from tff_rdq.experiments import runtime
 
 
 @tff.tensorflow.computation(np.int32)
@@ -21,7 +21,7 @@ def test_no_worker_starts_after_stop_late_workers():
   assert runtime._child_workers() == []  # pylint: disable=protected-access
   # What a computation still in flight on TFF's thread does when its worker is
   # gone: its executor factory starts a fresh worker. It cannot now.
-  factory = executor_factory.local_cpp_executor_factory()
+  factory = tff_internals.executor_factory.local_cpp_executor_factory()
   with pytest.raises(runtime.WorkerError, match='TFF workers were stopped'):
     factory.create_executor({})
   assert runtime._child_workers() == []  # pylint: disable=protected-access

@@ -11,11 +11,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
-from tensorflow_federated.python.aggregators import discretization
-from tensorflow_federated.python.aggregators import modular_clipping
-from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
-from tensorflow_model_optimization.python.core.internal.tensor_encoding.stages import stages_impl
 
+from tff_rdq import tff_internals
 from tff_rdq.baselines import tff_builtin
 from tff_rdq.codecs import bitstream
 
@@ -54,7 +51,7 @@ def _packed_bits(count, bits):
   return 32 * math.ceil(count * bits / 28)
 
 
-class _FixedSeedHadamardStage(stages_impl.HadamardEncodingStage):
+class _FixedSeedHadamardStage(tff_internals.stages_impl.HadamardEncodingStage):
   """tensor_encoding's Hadamard stage with a constant seed (for exact comparison)."""
 
   def get_params(self, name=None):
@@ -69,16 +66,16 @@ def _deterministic_hadamard_encoder_fn(bits):
 
   def encoder_fn(spec):
     if spec.shape.num_elements() <= THRESHOLD:
-      return te.encoders.as_gather_encoder(te.encoders.identity(), spec)
-    encoder = te.core.EncoderComposer(
-        stages_impl.BitpackingEncodingStage(bits)).add_parent(
-            stages_impl.UniformQuantizationEncodingStage(bits, stochastic=False),
-            stages_impl.UniformQuantizationEncodingStage.ENCODED_VALUES_KEY).add_parent(
+      return tff_internals.te.encoders.as_gather_encoder(tff_internals.te.encoders.identity(), spec)
+    encoder = tff_internals.te.core.EncoderComposer(
+        tff_internals.stages_impl.BitpackingEncodingStage(bits)).add_parent(
+            tff_internals.stages_impl.UniformQuantizationEncodingStage(bits, stochastic=False),
+            tff_internals.stages_impl.UniformQuantizationEncodingStage.ENCODED_VALUES_KEY).add_parent(
                 _FixedSeedHadamardStage(),
-                stages_impl.HadamardEncodingStage.ENCODED_VALUES_KEY).add_parent(
-                    stages_impl.FlattenEncodingStage(),
-                    stages_impl.FlattenEncodingStage.ENCODED_VALUES_KEY).make()
-    return te.encoders.as_gather_encoder(encoder, spec)
+                tff_internals.stages_impl.HadamardEncodingStage.ENCODED_VALUES_KEY).add_parent(
+                    tff_internals.stages_impl.FlattenEncodingStage(),
+                    tff_internals.stages_impl.FlattenEncodingStage.ENCODED_VALUES_KEY).make()
+    return tff_internals.te.encoders.as_gather_encoder(encoder, spec)
 
   return encoder_fn
 
@@ -144,7 +141,7 @@ def test_hadamard_quantization_bits_and_error_match_tff():
   assert m['side_info_bits'] == 3 * (128 + 64 + MESSAGE_BITS)
   assert m['bits_per_parameter'] == pytest.approx(client_bits / NUM_PARAMS)
   # Stochastic rounding and random rotations: the same error as TFF's own
-  # EncodedSumFactory with te.encoders.hadamard_quantization, in distribution
+  # EncodedSumFactory with tff_internals.te.encoders.hadamard_quantization, in distribution
   # (averaged over rounds: the step varies with each rotation's range).
   theirs = _run(tff.aggregators.MeanFactory(tff.aggregators.EncodedSumFactory(
       tff_builtin.hadamard_encoder_fn(4, THRESHOLD))), updates, rounds=rounds)
@@ -165,11 +162,11 @@ def test_hadamard_quantization_bits_and_error_match_tff():
 
 
 def _tff_discretization(bits, scale):
-  modular = modular_clipping.ModularClippingSumFactory
+  modular = tff_internals.modular_clipping.ModularClippingSumFactory
   inner = modular(-(2 ** (bits - 1)), 2 ** (bits - 1),
                   modular(0, 2 ** bits, tff.aggregators.SumFactory()))
   return tff.aggregators.MeanFactory(tff.aggregators.HadamardTransformFactory(
-      discretization.DiscretizationFactory(inner, scale_factor=scale, stochastic=False)))
+      tff_internals.discretization.DiscretizationFactory(inner, scale_factor=scale, stochastic=False)))
 
 
 def test_discretization_matches_tff_over_rounds():
@@ -281,16 +278,20 @@ def test_decode_reports_truncated_streams(make):
 
 
 def test_private_tff_symbols_are_pinned_to_the_installed_version():
-  """Every private TFF symbol is reached through `tff_internals`, written
+  """Every private TFF symbol is reached through `tff_rdq.tff_internals`, written
   against one TFF version; an upgrade must revisit that module."""
-  assert tff_builtin.TFF_VERSION == tff.__version__ == '0.87.0'
-  package = pathlib.Path(tff_builtin.__file__).parent
-  for path in package.glob('*.py'):
+  assert tff_builtin.TFF_VERSION == tff_internals.TFF_VERSION == tff.__version__ == '0.87.0'
+  root = pathlib.Path(tff_internals.__file__).parents[1]
+  paths = [p for d in ('tff_rdq', 'tests', 'benchmarks') for p in (root / d).rglob('*.py')]
+  assert len(paths) > 50
+  for path in paths:
+    if path == pathlib.Path(tff_internals.__file__) or path == pathlib.Path(__file__):
+      continue
     text = path.read_text()
-    if path.name != 'tff_internals.py':
-      assert 'tensorflow_federated.python' not in text, path.name
-      assert 'tensorflow_model_optimization' not in text, path.name
-    assert 'os.environ' not in text, path.name
+    assert 'tensorflow_federated.python' not in text, path
+    assert 'tensorflow_model_optimization' not in text, path
+  for path in pathlib.Path(tff_builtin.__file__).parent.glob('*.py'):
+    assert 'os.environ' not in path.read_text(), path.name
 
 
 def _min_max_offset(compressor, size):

@@ -14,7 +14,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_rdq import codecs
-from tff_rdq import data as data_lib
+from tff_rdq.experiments import data as data_lib
 from tff_rdq.aggregators import compressed
 from tff_rdq.aggregators import quantize_encode
 from tff_rdq.aggregators import step_control

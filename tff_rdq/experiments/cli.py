@@ -99,7 +99,7 @@ def _quiet_native_stderr():
 
 def main(argv=None) -> int:
   args = _parser().parse_args(argv)
-  from tff_rdq import runtime  # pylint: disable=g-import-not-at-top
+  from tff_rdq.experiments import runtime  # pylint: disable=g-import-not-at-top
   if args.command == 'worker':
     # Before the imports below: a worker needs no TensorFlow in this process.
     try:
@@ -112,7 +112,7 @@ def main(argv=None) -> int:
     import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
   from tff_rdq.experiments import config as config_lib  # pylint: disable=g-import-not-at-top
   from tff_rdq.experiments import stackoverflow  # pylint: disable=g-import-not-at-top
-  from tff_rdq import data as data_lib  # pylint: disable=g-import-not-at-top
+  from tff_rdq.experiments import data as data_lib  # pylint: disable=g-import-not-at-top
   user_errors = (config_lib.ConfigError, stackoverflow.ExperimentError,
                  data_lib.CorpusNotFoundError, data_lib.CorpusFormatError,
                  data_lib.CorpusPreparationError, runtime.WorkerError)

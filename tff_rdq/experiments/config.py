@@ -15,7 +15,7 @@ import typing
 from typing import Any
 
 from tff_rdq import codecs
-from tff_rdq import data as data_lib
+from tff_rdq.experiments import data as data_lib
 from tff_rdq import validation
 from tff_rdq.aggregators import quantize_encode
 from tff_rdq.aggregators import step_control

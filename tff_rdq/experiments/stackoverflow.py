@@ -33,17 +33,15 @@ import time
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
-from tensorflow_federated.python.simulation.baselines import keras_metrics
-from tensorflow_federated.python.simulation.baselines.stackoverflow import word_prediction_models
-from tensorflow_federated.python.simulation.baselines.stackoverflow import word_prediction_preprocessing
 import tqdm
 
 from tff_rdq.experiments import config as config_lib
 from tff_rdq.experiments import methods
 from tff_rdq.experiments import plots
 from tff_rdq.experiments import updates
-from tff_rdq import data as data_lib
-from tff_rdq import runtime
+from tff_rdq.experiments import data as data_lib
+from tff_rdq import tff_internals
+from tff_rdq.experiments import runtime
 
 COLUMNS = (
     'round', 'clients', 'bits_per_parameter', 'uplink_bytes', 'cumulative_uplink_bytes',
@@ -88,14 +86,14 @@ def load_vocab(config: config_lib.DataConfig, train) -> list[str]:
 
 def _metrics(vocab_size: int):
   """TFF's baseline word-prediction metrics (accuracy with and without OOV/EOS)."""
-  special = word_prediction_preprocessing.get_special_tokens(
+  special = tff_internals.word_prediction_preprocessing.get_special_tokens(
       vocab_size, num_out_of_vocab_buckets=_NUM_OOV_BUCKETS)
   pad, oov, eos = special.padding, special.out_of_vocab, special.end_of_sentence
   return [
-      keras_metrics.MaskedCategoricalAccuracy(name='accuracy', masked_tokens=[pad]),
-      keras_metrics.MaskedCategoricalAccuracy(
+      tff_internals.keras_metrics.MaskedCategoricalAccuracy(name='accuracy', masked_tokens=[pad]),
+      tff_internals.keras_metrics.MaskedCategoricalAccuracy(
           name='accuracy_without_oov', masked_tokens=[pad] + oov),
-      keras_metrics.MaskedCategoricalAccuracy(
+      tff_internals.keras_metrics.MaskedCategoricalAccuracy(
           name='accuracy_without_oov_or_eos', masked_tokens=[pad, eos] + oov),
   ]
 
@@ -105,7 +103,7 @@ def extended_vocab_size(vocab) -> int:
 
 
 def build_keras_model(config: config_lib.ModelConfig, vocab) -> tf.keras.Model:
-  return word_prediction_models.create_recurrent_model(
+  return tff_internals.word_prediction_models.create_recurrent_model(
       vocab_size=extended_vocab_size(vocab), embedding_size=config.embedding_size,
       lstm_size=config.lstm_size)
 

@@ -69,7 +69,7 @@ from tff_rdq.baselines.tff_builtin.tensor_encoding import MeasuredEncodedMeanFac
 from tff_rdq.baselines.tff_builtin.tensor_encoding import MeasuredEncodedSumFactory
 from tff_rdq.baselines.tff_builtin.tensor_encoding import TensorEncodingCompressor
 from tff_rdq.baselines.tff_builtin.tensor_encoding import uniform_encoder_fn
-from tff_rdq.baselines.tff_builtin.tff_internals import TFF_VERSION
+from tff_rdq.tff_internals import TFF_VERSION
 
 
 def _tff_uniform(bits: int = 8, threshold: int = 20000, stochastic: bool = True,

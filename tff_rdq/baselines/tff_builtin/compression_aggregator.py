@@ -19,7 +19,7 @@ import collections
 import tensorflow_federated as tff
 
 from tff_rdq.baselines.tff_builtin import tensor_encoding
-from tff_rdq.baselines.tff_builtin import tff_internals
+from tff_rdq import tff_internals
 
 
 def _measurement_paths(type_spec, prefix=()):

@@ -61,7 +61,7 @@ from tff_rdq import validation
 from tff_rdq.aggregators import compressor
 from tff_rdq.baselines import _common
 from tff_rdq.baselines.tff_builtin import _shared
-from tff_rdq.baselines.tff_builtin import tff_internals
+from tff_rdq import tff_internals
 from tff_rdq.codecs import bitstream
 
 te = tff_internals.te

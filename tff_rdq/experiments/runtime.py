@@ -127,8 +127,7 @@ def stop_tff_workers() -> None:
   `_WORKER_EXIT_TIMEOUT_S`; TFF's cleanup then only reaps them.
   """
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
-  # pylint: disable-next=g-import-not-at-top
-  from tensorflow_federated.python.core.impl.context_stack import runtime_error_context
+  from tff_rdq import tff_internals  # pylint: disable=g-import-not-at-top
   workers = _child_workers()
   for pid in workers:
     os.kill(pid, signal.SIGINT)
@@ -138,7 +137,7 @@ def stop_tff_workers() -> None:
     time.sleep(0.05)
   for pid in workers:
     os.kill(pid, signal.SIGKILL)
-  tff.framework.set_default_context(runtime_error_context.RuntimeErrorContext())
+  tff.framework.set_default_context(tff_internals.RuntimeErrorContext())
   gc.collect()
 
 
@@ -162,9 +161,8 @@ def _refuse_new_local_workers(refuse: bool) -> None:
   in flight after an interrupt retries and starts a fresh worker, possibly
   after this process's last check (it then outlives the process).
   """
-  # pylint: disable-next=g-import-not-at-top
-  from tensorflow_federated.python.core.impl.executor_stacks import executor_factory
-  executor_factory.subprocess = (types.SimpleNamespace(Popen=_RefusedPopen) if refuse
+  from tff_rdq import tff_internals  # pylint: disable=g-import-not-at-top
+  tff_internals.executor_factory.subprocess = (types.SimpleNamespace(Popen=_RefusedPopen) if refuse
                                  else subprocess)
 
 
