@@ -1,7 +1,8 @@
 """Benchmark: a codec module against its version at a git revision, in pairs.
 
-Loads `tff_rdq/codecs/MODULE.py` as it is at `--against` (a git revision;
-only that file is taken from it, its imports are today's) next to today's
+Loads the codec module `tff_rdq/codecs/MODULE.py` or package
+`tff_rdq/codecs/MODULE/` as it is at `--against` (a git revision; only that
+module's files are taken from it, its other imports are today's) next to today's
 module, quantizes one saved update as the aggregator does (uniform rounding,
 step times each tensor's RMS; `real_update_codecs.quantize`), and for each
 step builds the encode and decode graphs of both versions (`encode_many` /
@@ -14,7 +15,7 @@ machine's drift, which moves whole runs by tens of percent here.
 """
 
 import argparse
-import importlib.util
+import importlib
 import os
 import subprocess
 import sys
@@ -36,21 +37,43 @@ MODULES = {'elias_gamma': elias_gamma, 'rans': rans, 'run_length_rans': run_leng
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def module_at(name, revision, directory):
-  """The codec module `name` as it is at git `revision`, loaded from `directory`."""
-  path = f'tff_rdq/codecs/{name}.py'
+def _git(*args) -> str:
   try:
-    source = subprocess.run(['git', 'show', f'{revision}:{path}'], cwd=_REPO, check=True,
-                            capture_output=True, text=True).stdout
+    return subprocess.run(['git', *args], cwd=_REPO, check=True, capture_output=True,
+                          text=True).stdout
   except subprocess.CalledProcessError as e:
-    raise SystemExit(f'git show {revision}:{path} failed: {e.stderr.strip()}') from e
-  file = os.path.join(directory, f'{name}_at_revision.py')
-  with open(file, 'w') as f:
-    f.write(source)
-  spec = importlib.util.spec_from_file_location(f'{name}_at_revision', file)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+    raise SystemExit(f'git {" ".join(args)} failed: {e.stderr.strip()}') from e
+
+
+def module_at(name, revision, directory):
+  """The codec module `name` as it is at git `revision`, loaded from `directory`.
+
+  A single file (`tff_rdq/codecs/NAME.py`) or a package
+  (`tff_rdq/codecs/NAME/`): a package's files are copied as the package
+  `NAME_at_revision`, its absolute imports of itself renamed to match.
+  """
+  alias = f'{name}_at_revision'
+  package = f'tff_rdq/codecs/{name}'
+  files = [f for f in _git('ls-tree', '-r', '--name-only', revision, f'{package}/').split()
+           if f.endswith('.py')]
+  if not files:
+    files = [f'{package}.py']
+  root = os.path.join(directory, alias) if len(files) > 1 or files[0].endswith('/__init__.py') \
+      else None
+  for path in files:
+    source = _git('show', f'{revision}:{path}').replace(f'tff_rdq.codecs.{name}', alias)
+    if root is None:
+      target = os.path.join(directory, f'{alias}.py')
+    else:
+      target = os.path.join(root, os.path.relpath(path, package))
+      os.makedirs(os.path.dirname(target), exist_ok=True)
+    with open(target, 'w') as f:
+      f.write(source)
+  sys.path.insert(0, directory)
+  try:
+    return importlib.import_module(alias)
+  finally:
+    sys.path.remove(directory)
 
 
 def phase_graphs(module, sizes):

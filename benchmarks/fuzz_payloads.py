@@ -17,8 +17,13 @@ accept without it)
   silently-wrong  valid, but something differs (a wrong sum)
   crashed         an exception (the round would fail without the message)
 
-With the checksum (the default) no case may be silently wrong; the exit
-status is 1 if one is. The decoder-alone counts show what the checksum adds
+and a third time by the server's `accumulate` with `on_corrupt='drop'`:
+rejected when the client is counted in `corrupt_clients` and adds nothing
+to the sums, decoded-exact when it adds exactly what the uncorrupted
+message adds. The drop counts must equal the checksum counts.
+
+With the checksum (the default) no case may be silently wrong, and the drop
+counts must equal the checksum counts; the exit status is 1 otherwise. The decoder-alone counts show what the checksum adds
 (header tampering, for one, goes through the decoders).
 `tests/test_payload_fuzz.py` runs a small seeded sample of the same.
 
@@ -36,6 +41,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import numpy as np  # pylint: disable=wrong-import-position
 import tensorflow as tf  # pylint: disable=wrong-import-position
+import tensorflow_federated as tff  # pylint: disable=wrong-import-position
 
 from tff_rdq.aggregators import compressed  # pylint: disable=wrong-import-position
 from tff_rdq.aggregators import quantize_encode  # pylint: disable=wrong-import-position
@@ -99,6 +105,37 @@ def make_verifier(compressor):
         tf.constant(message.weight, tf.float32), tf.constant(message.checksum, tf.int32))
     return (bool(valid), bool(decodable), [v.numpy() for v in values],
             {k: float(v) for k, v in payload.items()})
+
+  return run
+
+
+def make_dropper(compressor):
+  """The server's `accumulate` with `on_corrupt='drop'`, as a `tf.function`:
+  `(corrupt_clients, clients, value_sum, weight_sum)` after one message."""
+  value_type = tff.types.to_type([tff.TensorType(np.float32, [n]) for n in SIZES])
+  # pylint: disable-next=protected-access
+  plan = compressed._Plan(compressor, value_type, tff.TensorType(np.float32), True, 'drop', None)
+  accumulate = compressed._accumulate_fn(plan)  # pylint: disable=protected-access
+  zero = compressed._zero_fn(plan)  # pylint: disable=protected-access
+  num = len(SIZES)
+
+  @tf.function(input_signature=[
+      tf.TensorSpec([num], tf.string), tf.TensorSpec([], tf.bool),
+      tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32)])
+  def drop(streams, dropped, weight, checksum):
+    f64 = tf.constant(0.0, tf.float64)
+    client = collections.OrderedDict(
+        streams=tf.unstack(streams, num), dropped=dropped, checksum=checksum, weight=weight,
+        diagnostics=collections.OrderedDict((n, f64) for n in compressor.diagnostic_names),
+        squared_norm=f64, update=[tf.zeros([n], tf.float32) for n in SIZES])
+    acc = accumulate(zero(), client)
+    return acc['corrupt_clients'], acc['clients'], acc['value_sum'], acc['weight_sum']
+
+  def run(message: Message):
+    corrupt, clients, value_sum, weight_sum = drop(
+        tf.constant(message.streams, tf.string), tf.constant(message.dropped),
+        tf.constant(message.weight, tf.float32), tf.constant(message.checksum, tf.int32))
+    return int(corrupt), int(clients), [v.numpy() for v in value_sum], float(weight_sum)
 
   return run
 
@@ -239,15 +276,33 @@ CATEGORIES = collections.OrderedDict(
 
 # ------------------------------------------------------------------ running
 
-MODES = ('checksum', 'decoder')  # Judged by `valid`, or by `decodable`.
+# Judged by `valid`, by `decodable`, or by what `accumulate` with
+# `on_corrupt='drop'` added and counted.
+MODES = ('checksum', 'decoder', 'drop')
 
 
-def outcomes(verify, corrupted: Message, original: Message, expected) -> dict:
+def _drop_outcome(dropper, corrupted: Message, original: Message, exact_values) -> str:
+  """'rejected' if counted in `corrupt_clients` with nothing added to the sums,
+  'decoded-exact' if added as the original message would be."""
+  try:
+    corrupt, clients, value_sum, weight_sum = dropper(corrupted)
+  except Exception:  # pylint: disable=broad-except
+    return 'crashed'
+  if corrupt == 1 and clients == 0 and weight_sum == 0 and not any(v.any() for v in value_sum):
+    return 'rejected'
+  weight = np.float32(original.weight)
+  same = (corrupt == 0 and clients == 1 and np.float32(weight_sum) == weight
+          and all(np.array_equal(s, weight * v) for s, v in zip(value_sum, exact_values)))
+  return 'decoded-exact' if same else 'silently-wrong'
+
+
+def outcomes(verify, dropper, corrupted: Message, original: Message, expected) -> dict:
   """`{mode: outcome}` of one corrupted message (module doc)."""
+  drop = _drop_outcome(dropper, corrupted, original, expected[0])
   try:
     valid, decodable, values, payload = verify(corrupted)
   except Exception:  # pylint: disable=broad-except
-    return {mode: 'crashed' for mode in MODES}
+    return {'checksum': 'crashed', 'decoder': 'crashed', 'drop': drop}
   exact_values, exact_payload = expected
   same = (corrupted.dropped == original.dropped
           and np.float32(corrupted.weight).tobytes() == np.float32(original.weight).tobytes()
@@ -255,7 +310,7 @@ def outcomes(verify, corrupted: Message, original: Message, expected) -> dict:
           and payload == exact_payload)
   accepted = 'decoded-exact' if same else 'silently-wrong'
   return {'checksum': accepted if valid else 'rejected',
-          'decoder': accepted if decodable else 'rejected'}
+          'decoder': accepted if decodable else 'rejected', 'drop': drop}
 
 
 def fuzz(codec: str, cases: int, seed: int = 0, categories=None) -> dict:
@@ -264,6 +319,7 @@ def fuzz(codec: str, cases: int, seed: int = 0, categories=None) -> dict:
   compressor = make_compressor(codec)
   messages = base_messages(compressor, seed)
   verify = make_verifier(compressor)
+  dropper = make_dropper(compressor)
   expected = []
   for m in messages:  # The uncorrupted messages are valid: the reference.
     valid, _, values, payload = verify(m)
@@ -276,7 +332,8 @@ def fuzz(codec: str, cases: int, seed: int = 0, categories=None) -> dict:
     category = categories[case % len(categories)]
     index = int(rng.integers(len(messages)))
     corrupted = CATEGORIES[category](rng, messages[index], compressor)
-    for mode, result in outcomes(verify, corrupted, messages[index], expected[index]).items():
+    results = outcomes(verify, dropper, corrupted, messages[index], expected[index])
+    for mode, result in results.items():
       counts[mode][category][result] += 1
   return counts
 
@@ -307,7 +364,11 @@ def main(argv=None):
     total = print_counts(f'{codec}, server with checksum (compressed.unseal: valid)',
                          counts['checksum'])
     print_counts(f'{codec}, decoder alone, no checksum (unseal: decodable)', counts['decoder'])
+    dropped = print_counts(f"{codec}, accumulate with on_corrupt='drop' (rejected = counted in"
+                           ' corrupt_clients, nothing added)', counts['drop'])
     bad += total['silently-wrong'] + total['crashed']
+    # Every case the server rejects is dropped and counted, and nothing else is.
+    bad += sum(counts['drop'][c] != counts['checksum'][c] for c in counts['drop'])
   return 1 if bad else 0
 
 

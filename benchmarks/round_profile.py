@@ -36,7 +36,7 @@ with a static Grappler pass that prunes ops whose results are not returned,
 even under a control dependency, and folds `0 * x`: every output is returned
 (its first element), after the last timestamp.
 
-`--before` replaces the quantizer/aggregator stages that issue 10 changed
+`--before` replaces the quantizer/aggregator stages that the closed-form count changed
 (checks, squared error, dequantization, zero count) by their previous code,
 for the before/after table; the codec, quantization and string stages are
 today's code either way.
@@ -264,7 +264,7 @@ def profile(compressor, update, repeats, before=False, process_check=False):
 def print_table(record, file=sys.stdout):
   total = record['sum_ms']
   print(f"codec {record['codec']}, transport {record['transport']}"
-        f"{' (before issue 10)' if record['before'] else ''}: "
+        f"{' (before the closed-form count)' if record['before'] else ''}: "
         f"{record['parameters']:,} parameters, step {record['step_size']} "
         f"({record['normalization']}, {record['rounding']}); ms per client, medians of "
         f"{record['repeats']} repetitions", file=file)
@@ -293,7 +293,7 @@ def main(argv=None):
   parser.add_argument('--transport', choices=['bytes', 'count', 'both'], default='bytes',
                       help='transport of the Elias-gamma runs (count: closed-form bits)')
   parser.add_argument('--before', action='store_true',
-                      help='also profile the stages as they were before issue 10')
+                      help='also profile the stages as they were before the closed-form count')
   parser.add_argument('--repeats', type=int, default=5, help='repetitions (medians)')
   parser.add_argument('--process-check', action='store_true',
                       help='also time the real process (1 client) against MeanFactory')

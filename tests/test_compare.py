@@ -12,9 +12,10 @@ from tff_rdq.experiments import config as config_lib
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _write(tmp_path, corpus, sweeps):
+def _write(tmp_path, corpus, sweeps, aggregator=''):
   text = (REPO / 'configs' / 'tiny.toml').read_text().replace('name = "tiny"', 'name = "cmp"')
   text = text.replace('[data]', f'[data]\nsource = "stackoverflow"\ncache_dir = "{corpus}"')
+  text = text.replace('[aggregator]', f'[aggregator]\n{aggregator}')
   text = text.replace('rounds = 3', 'rounds = 2')
   text += f'\n[output]\nroot_dir = "{tmp_path / "runs"}"\n' + sweeps
   path = tmp_path / 'cmp.toml'
@@ -38,7 +39,11 @@ def test_bad_sweeps_are_rejected(tmp_path, small_corpus):
                         '[[sweep]]\nmethod = "rdq"\nsettings = [{step_size = -1.0}]\n'))
 
 
-def test_tiny_sweep_writes_table_and_plots(tmp_path, small_corpus, capfd):
+@pytest.mark.slow
+def test_tiny_sweep_writes_table_and_plots(tmp_path, small_corpus, capfd, fake_runs):
+  # One real run (the first); the others are made from it by `fake_runs`
+  # (conftest.py), their bits and distortion from their own step and codec on
+  # the update the real run saved.
   path = _write(tmp_path, small_corpus, '''
 [[sweep]]
 method = "rdq"
@@ -46,8 +51,17 @@ settings = [{step_size = 0.001}, {step_size = 0.01, codec = "rans"}]
 [[sweep]]
 method = "qsgd"
 settings = [{options = {levels = 2}}]
-''')
+''', aggregator='save_updates_rounds = [1]\nsave_updates_clients = 1')
   assert cli.main(['compare', str(path), '--no-progress']) == 0
+  # Each setting reached its run, the first of them real.
+  assert [(c.name, real) for c, real in fake_runs.calls] == [
+      ('rdq_step_size=0.001', True), ('rdq_codec=rans_step_size=0.01', False),
+      ('qsgd_levels=2', False)]
+  (real, _), (rans, _), (qsgd, _) = fake_runs.calls
+  assert (real.aggregator.step_size, real.aggregator.codec) == (0.001, 'elias_gamma')
+  assert (rans.aggregator.step_size, rans.aggregator.codec) == (0.01, 'rans')
+  assert (qsgd.aggregator.method, qsgd.aggregator.options) == ('qsgd', {'levels': 2})
+  assert {c.run_dir.parent for c, _ in fake_runs.calls} == {tmp_path / 'runs' / 'cmp'}
   out_dir = tmp_path / 'runs' / 'cmp'
   with (out_dir / 'comparison.csv').open() as f:
     rows = list(csv.DictReader(f))

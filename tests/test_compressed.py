@@ -121,7 +121,8 @@ class _Truncating(RawCompressor):
 
 
 def test_corrupted_stream_stops_the_round():
-  process = compressed.CompressedSumFactory(_Truncating()).create(ts.VALUE_TYPE)
+  process = compressed.CompressedSumFactory(_Truncating(), on_corrupt='raise').create(
+      ts.VALUE_TYPE)
   with pytest.raises(Exception, match=compressed.CORRUPT_MESSAGE):
     process.next(process.initialize(), _clients(1))
 
@@ -144,7 +145,8 @@ def test_bit_flip_in_flight_is_caught_by_the_checksum():
   # Bit 0 of byte 0: the low mantissa bit of a float32, still a valid float
   # that RawCompressor decodes without complaint.
   flip = _flip_bit(0, 0)
-  process = compressed.CompressedSumFactory(RawCompressor(), channel=flip).create(ts.VALUE_TYPE)
+  process = compressed.CompressedSumFactory(
+      RawCompressor(), on_corrupt='raise', channel=flip).create(ts.VALUE_TYPE)
   with pytest.raises(Exception, match=compressed.CORRUPT_MESSAGE):
     process.next(process.initialize(), clients)
   # Without integrity the same corruption goes into the sum unnoticed: why
@@ -170,12 +172,14 @@ class _Empty(RawCompressor):
 
 def test_only_the_status_byte_drops_a_client():
   # A kept client whose streams are all empty is corrupt, not dropped.
-  process = compressed.CompressedSumFactory(_Empty(), integrity=False).create(ts.VALUE_TYPE)
+  process = compressed.CompressedSumFactory(
+      _Empty(), integrity=False, on_corrupt='raise').create(ts.VALUE_TYPE)
   with pytest.raises(Exception, match=compressed.CORRUPT_MESSAGE):
     process.next(process.initialize(), _clients(1))
   # A "dropped" status with a payload is corrupt too (even without checksum).
   process = compressed.CompressedSumFactory(
-      RawCompressor(), integrity=False, channel=_set_dropped).create(ts.VALUE_TYPE)
+      RawCompressor(), integrity=False, on_corrupt='raise', channel=_set_dropped).create(
+          ts.VALUE_TYPE)
   with pytest.raises(Exception, match=compressed.CORRUPT_MESSAGE):
     process.next(process.initialize(), _clients(1))
 
@@ -252,3 +256,148 @@ def test_sum_factory_type_signatures(name):
   factory = make()
   assert isinstance(factory, compressed.CompressedSumFactory)
   ts.assert_types(factory.create(ts.VALUE_TYPE), state_type, measurements, weight_type=None)
+
+
+# A corrupted client costs that client, not the round (`on_corrupt`).
+
+_MARK = 7.0  # bias[0] of the client whose message is corrupted in flight.
+
+
+def _marked_clients(num_clients=5, corrupt_index=2):
+  clients = _clients(num_clients, seed=3)
+  for i, c in enumerate(clients):
+    c['bias'][0] = _MARK if i == corrupt_index else float(i)
+  return clients
+
+
+def _corrupt_marked(corrupt):
+  """A channel applying `corrupt` to the message of the client marked `_MARK`
+  (the true update travels beside the message, so the channel can find it)."""
+
+  def channel(message):
+    copy = collections.OrderedDict(
+        (k, list(v) if k == 'streams' else v) for k, v in message.items())
+    corrupted = corrupt(copy)
+    marked = tf.equal(message['update'][0][0], _MARK)  # bias first (tf.nest order).
+    message['streams'] = [tf.where(marked, c, s)
+                          for c, s in zip(corrupted['streams'], message['streams'])]
+    message['dropped'] = tf.where(marked, corrupted['dropped'], message['dropped'])
+    return message
+
+  return channel
+
+
+def _mean(clients, weights):
+  return {k: sum(w * c[k] for w, c in zip(weights, clients)) / sum(weights)
+          for k in clients[0]}
+
+
+@pytest.mark.parametrize('weighted', [True, False])
+def test_corrupt_client_is_dropped_and_counted(weighted):
+  clients, weights = _marked_clients(), [1.0, 3.0, 2.0, 5.0, 4.0]
+  kept = [c for i, c in enumerate(clients) if i != 2]
+  channel = _corrupt_marked(_flip_bit(0, 0))
+  if weighted:
+    process = compressed.CompressedMeanFactory(RawCompressor(), channel=channel).create(
+        ts.VALUE_TYPE, ts.WEIGHT_TYPE)
+    output = process.next(process.initialize(), clients, weights)
+    expected = _mean(kept, [w for i, w in enumerate(weights) if i != 2])
+  else:
+    process = compressed.CompressedSumFactory(RawCompressor(), channel=channel).create(
+        ts.VALUE_TYPE)
+    output = process.next(process.initialize(), clients)
+    expected = {k: sum(c[k] for c in kept) for k in clients[0]}
+  for key in expected:
+    np.testing.assert_allclose(output.result[key], expected[key], rtol=1e-6, atol=1e-7)
+  m = output.measurements
+  assert m['corrupt_clients'] == 1 and m['clients'] == 4 and m['dropped_clients'] == 0
+  # The corrupt client's bits were received: all 5 clients count.
+  client_bits = 8 * 4 * NUM_PARAMETERS + compressed.overhead_bits(weighted)
+  assert m['uplink_bits'] == 5 * client_bits
+  assert m['side_info_bits'] == 5 * compressed.overhead_bits(weighted)
+  # Means over the 4 used clients only.
+  assert m['bits_per_parameter'] == pytest.approx(client_bits / NUM_PARAMETERS)
+  l1 = [sum(float(np.abs(c[k].astype(np.float64)).sum()) for k in c) for c in kept]
+  assert m['l1'] == pytest.approx(np.mean(l1))
+  assert m['aggregate_relative_distortion'] == 0.0  # RawCompressor is lossless.
+
+
+def test_corrupt_client_raises_when_asked():
+  channel = _corrupt_marked(_flip_bit(0, 0))
+  process = compressed.CompressedSumFactory(
+      RawCompressor(), on_corrupt='raise', channel=channel).create(ts.VALUE_TYPE)
+  with pytest.raises(Exception, match=compressed.CORRUPT_MESSAGE):
+    process.next(process.initialize(), _marked_clients())
+  with pytest.raises(ValueError, match='on_corrupt'):
+    compressed.CompressedSumFactory(RawCompressor(), on_corrupt='ignore')
+
+
+def test_round_where_every_client_is_corrupt_or_dropped_gives_zero_update():
+  clients = _marked_clients(2, corrupt_index=0)
+  clients[1]['kernel'][0, 0] = np.inf  # Dropped (status byte).
+  process = compressed.CompressedMeanFactory(
+      RawCompressor(), channel=_corrupt_marked(_flip_bit(0, 0))).create(
+          ts.VALUE_TYPE, ts.WEIGHT_TYPE)
+  output = process.next(process.initialize(), clients, [1.0, 1.0])
+  for key in ('kernel', 'bias'):
+    assert not np.any(output.result[key])
+  m = output.measurements
+  assert (m['clients'], m['dropped_clients'], m['corrupt_clients']) == (0, 1, 1)
+  assert m['bits_per_parameter'] == 0.0 and m['aggregate_relative_distortion'] == 0.0
+
+
+@pytest.mark.parametrize('weighted', [True, False])
+def test_corrupt_quantized_client_leaves_the_mean_of_the_others(weighted):
+  """Ours with `transport='count'`: a message whose status says dropped but
+  that carries a payload is corrupt; the result equals the process run on
+  the other 4 clients alone (same reconstructions, to float32 rounding)."""
+  clients, weights = _marked_clients(), [1.0, 3.0, 2.0, 5.0, 4.0]
+  others = [c for i, c in enumerate(clients) if i != 2]
+  other_weights = [w for i, w in enumerate(weights) if i != 2]
+
+  def make(channel=None):
+    compressor_ = quantize_encode.QuantizeEncodeCompressor(
+        0.05, transport='count', extra_bits=compressed.overhead_bits(weighted))
+    form = compressed.CompressedMeanFactory if weighted else compressed.CompressedSumFactory
+    return form(compressor_, channel=channel)
+
+  def create(factory):
+    return (factory.create(ts.VALUE_TYPE, ts.WEIGHT_TYPE) if weighted
+            else factory.create(ts.VALUE_TYPE))
+
+  def run(process, cs, ws):
+    if weighted:
+      return process.next(process.initialize(), cs, ws)
+    return process.next(process.initialize(), cs)
+
+  clean = create(make())
+  corrupted = run(create(make(_corrupt_marked(_set_dropped))), clients, weights)
+  alone = run(clean, others, other_weights)
+  full = run(clean, clients, weights)
+  for key in ('kernel', 'bias'):
+    np.testing.assert_allclose(corrupted.result[key], alone.result[key], rtol=1e-6, atol=1e-7)
+  m = corrupted.measurements
+  assert m['corrupt_clients'] == 1 and m['clients'] == 4
+  assert m['uplink_bits'] == full.measurements['uplink_bits']
+  assert m['distortion'] == pytest.approx(alone.measurements['distortion'], rel=1e-9)
+
+
+def test_aggregate_relative_distortion_against_numpy():
+  """`||sum w x^ - sum w x||^2 / ||sum w x||^2` of the used clients, with the
+  server's reconstructions recomputed in numpy (uniform rounding, fixed step)."""
+  step = 0.3
+  clients, weights = _clients(4, seed=5), [1.0, 2.0, 3.0, 4.0]
+  clients[3]['bias'][:] = np.nan  # Dropped: in neither sum.
+  process = quantize_encode.QuantizeEncodeFactory(step).create(ts.VALUE_TYPE, ts.WEIGHT_TYPE)
+  m = process.next(process.initialize(), clients, weights).measurements
+  used, used_weights = clients[:3], weights[:3]
+  error = norm = 0.0
+  for key in ('kernel', 'bias'):
+    true = sum(w * c[key].astype(np.float64) for w, c in zip(used_weights, used))
+    hat = sum(w * np.round(c[key].astype(np.float64) / step) * step
+              for w, c in zip(used_weights, used))
+    error += float(np.sum((hat - true) ** 2))
+    norm += float(np.sum(true ** 2))
+  assert m['aggregate_relative_distortion'] == pytest.approx(error / norm, rel=1e-4)
+  # Errors of different clients partly cancel: below the mean per-client figure.
+  assert 0 < m['aggregate_relative_distortion'] < m['relative_distortion']

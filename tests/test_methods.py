@@ -37,6 +37,7 @@ EXPECTED = {
              collections.OrderedDict(mean_value=tff.StructType([]),
                                      mean_weight=tff.StructType([]))),
     'drive': (ts.STATELESS, ts.compressed_measurements()),
+    'eden': (ts.STATELESS, ts.compressed_measurements()),
     'qsgd': (ts.STATELESS, ts.compressed_measurements()),
     'terngrad': (ts.STATELESS, ts.compressed_measurements()),
     'three_lc': (ts.STATELESS, ts.compressed_measurements()),
@@ -126,3 +127,27 @@ def test_integrity_config_key_reaches_every_compressed_factory():
       assert factory.integrity is integrity, name
   with pytest.raises(config_lib.ConfigError, match='aggregator.integrity'):
     config_lib.from_dict({'aggregator': {'integrity': 'no'}})
+
+
+def test_on_corrupt_config_key_reaches_every_compressed_factory():
+  config = config_lib.from_dict({'aggregator': {'on_corrupt': 'raise'}})
+  assert config.aggregator.on_corrupt == 'raise'
+  assert config_lib.AggregatorConfig().on_corrupt == 'drop'  # The factories' default.
+  for name in ('rdq', 'drive', 'eden', 'qsgd', 'terngrad', 'three_lc', 'top_k', 'tff_uniform',
+               'tff_hadamard'):
+    for on_corrupt in ('drop', 'raise'):
+      factory = methods.build_factory(config_lib.AggregatorConfig(
+          method=name, step_size=0.1, options=OPTIONS.get(name, {}), on_corrupt=on_corrupt))
+      assert factory.on_corrupt == on_corrupt, name
+  with pytest.raises(config_lib.ConfigError, match='aggregator.on_corrupt'):
+    config_lib.from_dict({'aggregator': {'on_corrupt': 'ignore'}})
+
+
+def test_compare_codecs_config_key():
+  config = config_lib.from_dict({'aggregator': {'compare_codecs': ['run_length_rans']}})
+  factory = methods.build_factory(config.aggregator)
+  assert [c.name for c in factory.compressor.compare_codecs] == ['run_length_rans']
+  with pytest.raises(config_lib.ConfigError, match='compare_codecs'):
+    methods.build_factory(config_lib.AggregatorConfig(compare_codecs=['elias_gamma']))
+  with pytest.raises(config_lib.ConfigError, match='compare_codecs'):
+    config_lib.from_raw({'aggregator': {'method': 'top_k', 'compare_codecs': ['rans']}})

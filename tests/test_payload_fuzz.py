@@ -35,6 +35,8 @@ def test_every_corruption_is_rejected_or_exact(codec):
     assert c['silently-wrong'] == 0 and c['crashed'] == 0, (category, c)
     assert c['rejected'] + c['decoded-exact'] == CASES_PER_CATEGORY, (category, c)
     assert decoder_alone[category]['crashed'] == 0, (category, decoder_alone[category])
+    # With on_corrupt='drop', exactly the rejected cases are counted and skipped.
+    assert counts['drop'][category] == c, (category, counts['drop'][category], c)
   # The check can fail: without the checksum, a tampered step, seed or vote
   # is a valid payload that decodes into other values.
   assert decoder_alone['tamper_header']['silently-wrong'] > 0

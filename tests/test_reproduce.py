@@ -121,13 +121,21 @@ def test_bits_at_interpolates_in_log_log():
   assert math.isnan(reproduce.bits_at(rows, 'd', 0.01))
 
 
-def test_tiny_sweep_writes_report_and_skips_finished_runs(tmp_path, small_corpus, capfd):
+@pytest.mark.slow
+def test_tiny_sweep_writes_report_and_skips_finished_runs(tmp_path, small_corpus, capfd,
+                                                          fake_runs):
+  # One real run: the sweep's first, the one that saves updates (the frontier is
+  # measured on them); the others are made from it by `fake_runs` (conftest.py).
   path = _write(tmp_path, small_corpus, TINY_SETTINGS)
   docs = tmp_path / 'docs' / 'reproduction'
   assert cli.main(['reproduce', str(path), '--no-progress', '--docs-dir', str(docs)]) == 0
   out = capfd.readouterr().out
   assert out.count(': running') == 4 and 'elapsed' in out
   _, runs = reproduce.load(path)
+  # Each run got its own config, the updates-saving run first and real.
+  assert [real for _, real in fake_runs.calls] == [True, False, False, False]
+  assert [c for c, _ in fake_runs.calls] == [r.config for r in reproduce.run_order(runs)]
+  assert fake_runs.calls[0][0].aggregator.save_updates_rounds == [1, 2]
   for run in runs:
     copied = docs / 'runs' / run.setting / run.label
     for name in ('summary.json', 'metrics.csv', 'config.json', 'wall_seconds.json'):
@@ -169,6 +177,7 @@ def test_tiny_sweep_writes_report_and_skips_finished_runs(tmp_path, small_corpus
   assert cli.main(['reproduce', str(path), '--no-progress', '--docs-dir', str(docs),
                    '--only', 'c_fedavg']) == 2
   assert "no setting named 'c_fedavg'" in capfd.readouterr().err
+  assert len(fake_runs.calls) == 4  # No run after the first sweep.
 
 
 SYNTHETIC_SETTINGS = '''
@@ -355,10 +364,10 @@ def test_summary_goes_between_the_readme_markers(tmp_path, capsys):
 
 
 def test_readme_summary_is_the_saved_report():
-  # The README's sweep numbers are the report's summary, regenerated with
-  # `--report-only --readme README.md` whenever the report is.
+  # The results page's sweep numbers are the report's summary, regenerated
+  # with `--report-only --readme docs/results.md` whenever the report is.
   root = pathlib.Path(__file__).resolve().parents[1]
-  readme = (root / 'README.md').read_text()
+  readme = (root / 'docs/results.md').read_text()
   begin = readme.index(reproduce.README_BEGIN) + len(reproduce.README_BEGIN)
   block = readme[begin:readme.index(reproduce.README_END)]
   assert block.strip() == (root / 'docs/reproduction/summary.md').read_text().strip()

@@ -25,10 +25,12 @@ def compressed_measurements(*diagnostics, extra=()) -> collections.OrderedDict:
   ones, each diagnostic's mean and `_std`, the client counts, then `extra`
   (name, dtype) pairs lifted from wrapping factories."""
   names = [('bits_per_parameter', _F64), ('uplink_bits', _I64), ('side_info_bits', _I64),
-           ('distortion', _F64), ('relative_distortion', _F64), ('sparsity', _F64)]
+           ('distortion', _F64), ('relative_distortion', _F64),
+           ('aggregate_relative_distortion', _F64), ('sparsity', _F64)]
   for name in diagnostics:
     names += [(name, _F64), (f'{name}_std', _F64)]
-  names += [('clients', _I32), ('dropped_clients', _I32)] + list(extra)
+  names += [('clients', _I32), ('dropped_clients', _I32), ('corrupt_clients', _I32)]
+  names += list(extra)
   return collections.OrderedDict(names)
 
 

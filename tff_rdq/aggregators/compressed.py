@@ -36,8 +36,13 @@ The client's message (all of it counted in `uplink_bits`):
 Integrity: the server recomputes the checksum of what it received in
 `accumulate`, before anything decoded is used. A mismatch, a dropped client
 with a non-empty stream, a kept client whose streams are all empty, or a
-payload that the compressor cannot decode exactly stops the round with an
-`InvalidArgumentError` whose message starts with `CORRUPT_MESSAGE`. For a
+payload that the compressor cannot decode exactly makes the message
+*invalid*. With `on_corrupt='drop'` (the factories' default) that client adds
+nothing to the sum, the weight, the distortions or the payload statistics,
+and is counted in `corrupt_clients`; its bits still count in `uplink_bits`
+(they were received). With `on_corrupt='raise'` it stops the round with an
+`InvalidArgumentError` whose message starts with `CORRUPT_MESSAGE`. A round
+in which no client is used (all dropped or corrupt) gives the zero update. For a
 corrupted message the checksum fails to notice with probability about
 2**-32 (farmhash is not a cryptographic hash: it detects accidental
 corruption, not deliberate forgery); corruptions that the decoder rejects by
@@ -62,6 +67,11 @@ Measurements (flat, at `SERVER`, every round):
   relative_distortion mean over decoded clients of the client's squared
                       reconstruction error over the squared norm of its
                       update (0 for an all-zero update)
+  aggregate_relative_distortion   ||sum w_i x^_i - sum w_i x_i||^2 /
+                      ||sum w_i x_i||^2 over the used clients (w_i = 1 in
+                      the sum form): the relative error of the aggregate
+                      the model sees, where unbiased errors of different
+                      clients partly cancel (0 when the sum is 0)
   sparsity            mean over decoded clients of the fraction of zero symbols
   <diagnostic>, <diagnostic>_std   mean and spread of the other diagnostics
   <payload value>, <payload value>_std   mean and spread over decoded
@@ -70,19 +80,24 @@ Measurements (flat, at `SERVER`, every round):
   clients             clients decoded and aggregated
   dropped_clients     clients whose status byte says their update held NaN
                       or Inf (nothing else: any other empty payload is corrupt)
+  corrupt_clients     clients whose message was invalid (Integrity, below)
 
-The diagnostics (`distortion` included) and the update's squared norm travel beside the payload as
-simulation measurements; they are not part of the counted bits, and a
+The diagnostics (`distortion` included), the update's squared norm and the
+update itself (for `aggregate_relative_distortion`) travel beside the payload
+as simulation measurements; they are not part of the counted bits, and a
 deployment would not send them. `update_state` gets their means too, but
 what the server acts on must not be one: the step controls of this project
 use only the payload values and the server's own `bits_per_parameter` and
 `clients`.
 
-A message that is truncated or corrupted stops the round (above); with
-integrity on it is never decoded into values (up to the 2**-32 above).
+A message that is truncated or corrupted is dropped or stops the round
+(above); with integrity on it is never decoded into values (up to the
+2**-32 above).
 """
 
 import collections
+import dataclasses
+import functools
 
 import numpy as np
 import tensorflow as tf
@@ -242,184 +257,286 @@ def tensor_types(value_type) -> list[tff.TensorType]:
   return flat
 
 
-def _build_process(compressor, value_type, weight_type, integrity=True, channel=None):
-  """The `AggregationProcess`; weighted iff `weight_type` is not None.
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+  """What every computation of one `AggregationProcess` shares."""
+  compressor: compressor_lib.Compressor
+  value_type: object
+  weight_type: object  # None for the sum form.
+  integrity: bool
+  on_corrupt: str
+  channel: object
 
-  `channel`, if given, maps the client's output (its message) to what the
-  server receives, on the clients, in TF: a simulated transport (tests use
-  it to corrupt messages in flight, after the checksum).
+  @property
+  def weighted(self) -> bool:
+    return self.weight_type is not None
+
+  @functools.cached_property
+  def value_specs(self):
+    return tff.types.type_to_tf_tensor_specs(self.value_type)
+
+  @functools.cached_property
+  def flat_specs(self):
+    # One flattening order (tf.nest's) for sizes, client values and results.
+    return tf.nest.flatten(self.value_specs)
+
+  @functools.cached_property
+  def sizes(self) -> list[int]:
+    return [int(np.prod(s.shape, dtype=np.int64)) for s in self.flat_specs]
+
+  @property
+  def num_parameters(self) -> float:
+    return float(sum(self.sizes))
+
+  @property
+  def message_bits(self) -> int:
+    return overhead_bits(self.weighted, self.integrity)
+
+  @property
+  def checked(self) -> bool:
+    # The checksum is computed and verified only over real bytes (counted either way).
+    return self.integrity and not counts_bits(self.compressor)
+
+  @property
+  def diagnostic_names(self) -> list[str]:
+    return list(self.compressor.diagnostic_names)
+
+  @property
+  def payload_names(self) -> list[str]:
+    return list(getattr(self.compressor, 'payload_names', ()))
+
+
+def _client_fn(plan: _Plan):
+  """The client's TF function: `(value, params, weight) -> message + diagnostics`.
+
+  Besides the message (module doc), the output carries the simulation values
+  that are not counted: the diagnostics, the update's squared norm and the
+  update itself (flat float32, for `aggregate_relative_distortion`).
   """
-  tensor_types(value_type)
-  # One flattening order (tf.nest's) for sizes, client values and results.
-  value_specs = tff.types.type_to_tf_tensor_specs(value_type)
-  flat_specs = tf.nest.flatten(value_specs)
-  sizes = [int(np.prod(s.shape, dtype=np.int64)) for s in flat_specs]
-  num_parameters = float(sum(sizes))
-  weighted = weight_type is not None
-  message_bits = overhead_bits(weighted, integrity)
-  # The checksum is computed and verified only over real bytes (counted either way).
-  checked = integrity and not counts_bits(compressor)
-  diagnostic_names = list(compressor.diagnostic_names)
-  payload_names = list(getattr(compressor, 'payload_names', ()))
-  if 'squared_error' not in diagnostic_names:
-    raise ValueError(f'{compressor!r} must have a `squared_error` diagnostic.')
-
-  @tff.tensorflow.computation
-  def init_tf():
-    return compressor.initial_state()
-
-  state_type = init_tf.type_signature.result
-
-  @tff.tensorflow.computation(state_type)
-  def client_params_tf(state):
-    return compressor.client_params(state)
-
-  params_type = client_params_tf.type_signature.result
 
   def client_fn(value, params, weight):
     flat = [tf.reshape(tf.cast(v, tf.float32), [-1]) for v in tf.nest.flatten(value)]
     finite, update_norm = squared_norm(flat)
 
     def encode():
-      return compressor.encode(flat, params)
+      return plan.compressor.encode(flat, params)
 
     def drop():
       zero = tf.constant(0.0, tf.float64)
       return ([tf.constant(b'') for _ in flat],
-              collections.OrderedDict((k, zero) for k in diagnostic_names))
+              collections.OrderedDict((k, zero) for k in plan.diagnostic_names))
 
     streams, diagnostics = tf.cond(finite, encode, drop)
     weight = tf.cast(weight, tf.float32)
-    output = seal(streams, tf.logical_not(finite), weight if weighted else None, checked)
+    output = seal(streams, tf.logical_not(finite), weight if plan.weighted else None,
+                  plan.checked)
     output.update(weight=weight, diagnostics=diagnostics,
-                  squared_norm=tf.where(finite, update_norm, 0.0))
-    return channel(output) if channel is not None else output
+                  squared_norm=tf.where(finite, update_norm, 0.0),
+                  update=[tf.where(finite, v, tf.zeros_like(v)) for v in flat])
+    return plan.channel(output) if plan.channel is not None else output
 
-  if weighted:
-    client_tf = tff.tensorflow.computation(
-        client_fn, value_type, params_type, weight_type)
-  else:
-    client_tf = tff.tensorflow.computation(
-        lambda value, params: client_fn(value, params, 1.0), value_type, params_type)
+  return client_fn
 
-  client_type = client_tf.type_signature.result
-  reported = [n for n in diagnostic_names if n != 'squared_error']
 
-  @tff.tensorflow.computation
-  def zero_tf():
+def _zero_fn(plan: _Plan):
+  """The accumulator's zero: sums over the clients of one round."""
+
+  def zero_fn():
     f64, i64, i32 = (lambda: tf.constant(0.0, tf.float64),
                      lambda: tf.constant(0, tf.int64), lambda: tf.constant(0, tf.int32))
     return collections.OrderedDict(
-        value_sum=[tf.zeros([n], tf.float32) for n in sizes],
+        value_sum=[tf.zeros([n], tf.float32) for n in plan.sizes],
+        update_sum=[tf.zeros([n], tf.float32) for n in plan.sizes],
         weight_sum=tf.constant(0.0, tf.float32),
         clients=i32(),
         dropped_clients=i32(),
+        corrupt_clients=i32(),
         uplink_bits=i64(),
         side_info_bits=i64(),
         bits_per_parameter=f64(),
         relative_distortion=f64(),
         zeros=i64(),
-        diagnostics=collections.OrderedDict((n, f64()) for n in diagnostic_names),
-        diagnostics_sq=collections.OrderedDict((n, f64()) for n in diagnostic_names),
-        payload=collections.OrderedDict((n, f64()) for n in payload_names),
-        payload_sq=collections.OrderedDict((n, f64()) for n in payload_names),
+        diagnostics=collections.OrderedDict((n, f64()) for n in plan.diagnostic_names),
+        diagnostics_sq=collections.OrderedDict((n, f64()) for n in plan.diagnostic_names),
+        payload=collections.OrderedDict((n, f64()) for n in plan.payload_names),
+        payload_sq=collections.OrderedDict((n, f64()) for n in plan.payload_names),
     )
 
-  accumulator_type = zero_tf.type_signature.result
+  return zero_fn
 
-  @tff.tensorflow.computation(accumulator_type, client_type)
-  def accumulate_tf(acc, client):
-    opened = unseal(compressor, client, sizes, weighted, checked)
-    decoded, dropped = opened['decoded'], opened['dropped']
-    kept = tf.logical_not(dropped)
-    check = tf.debugging.Assert(
-        opened['valid'],
-        [f'{CORRUPT_MESSAGE}: its checksum or status does not match, or it could not be'
-         f' decoded exactly into {len(sizes)} tensors of sizes {sizes}.'])
-    keep_f64 = tf.cast(kept, tf.float64)
-    weight = tf.where(kept, client['weight'], 0.0)
+
+def _corrupt_check(plan: _Plan, valid):
+  """`(used, control)`: whether to aggregate the client, and the op that
+  stops the round for an invalid message (`on_corrupt='raise'`), or None."""
+  if plan.on_corrupt == 'drop':
+    return valid, None
+  check = tf.debugging.Assert(
+      valid,
+      [f'{CORRUPT_MESSAGE}: its checksum or status does not match, or it could not be'
+       f' decoded exactly into {len(plan.sizes)} tensors of sizes {plan.sizes}.'])
+  return tf.constant(True), check
+
+
+def _accumulate_fn(plan: _Plan):
+  """`accumulate(acc, client)`: verifies and decodes one client, adds it.
+
+  A client is *used* (added to the sum, the weight, the distortions and the
+  payload statistics) when it is valid and kept. An invalid one is counted
+  in `corrupt_clients` (or stops the round with `on_corrupt='raise'`); its
+  received bits still count in `uplink_bits`.
+  """
+  message_bits = plan.message_bits
+
+  def accumulate(acc, client):
+    opened = unseal(plan.compressor, client, plan.sizes, plan.weighted, plan.checked)
+    decoded, valid = opened['decoded'], opened['valid']
+    corrupt = tf.logical_not(valid)
+    valid, control = _corrupt_check(plan, valid)
+    dropped = opened['dropped'] & valid
+    used = valid & tf.logical_not(opened['dropped'])
+    use_f64 = tf.cast(used, tf.float64)
+    weight = tf.where(used, client['weight'], 0.0)
     # Every counted bit of the client (stream bits and its message's status,
     # checksum and weight bits) is added here, in one place.
     client_bits = opened['stream_bits'] + message_bits
-    side_bits = tf.where(kept, tf.cast(decoded['side_info_bits'], tf.int64), 0)
+    side_bits = tf.where(used, tf.cast(decoded['side_info_bits'], tf.int64), 0)
     payload_values = collections.OrderedDict(
-        (n, tf.where(kept, tf.cast(decoded['payload_values'][n], tf.float64), 0.0))
-        for n in payload_names)
-    zeros = tf.where(kept, tf.cast(decoded['zeros'], tf.int64), 0)
+        (n, tf.where(used, tf.cast(decoded['payload_values'][n], tf.float64), 0.0))
+        for n in plan.payload_names)
     diagnostics = client['diagnostics']
-    with tf.control_dependencies([check]):
+
+    def weighted_sum(sums, values):
+      return [s + weight * tf.where(used, v, tf.zeros_like(v)) for s, v in zip(sums, values)]
+
+    with tf.control_dependencies([control] if control is not None else []):
       return collections.OrderedDict(
-          value_sum=[s + weight * tf.where(kept, v, tf.zeros_like(v))
-                     for s, v in zip(acc['value_sum'], decoded['values'])],
+          value_sum=weighted_sum(acc['value_sum'], decoded['values']),
+          update_sum=weighted_sum(acc['update_sum'], client['update']),
           weight_sum=acc['weight_sum'] + weight,
-          clients=acc['clients'] + tf.cast(kept, tf.int32),
+          clients=acc['clients'] + tf.cast(used, tf.int32),
           dropped_clients=acc['dropped_clients'] + tf.cast(dropped, tf.int32),
+          corrupt_clients=acc['corrupt_clients'] + tf.cast(corrupt, tf.int32),
           uplink_bits=acc['uplink_bits'] + client_bits,
           side_info_bits=acc['side_info_bits'] + side_bits + message_bits,
           bits_per_parameter=acc['bits_per_parameter']
-          + keep_f64 * tf.cast(client_bits, tf.float64) / num_parameters,
-          relative_distortion=acc['relative_distortion'] + keep_f64 * tf.math.divide_no_nan(
+          + use_f64 * tf.cast(client_bits, tf.float64) / plan.num_parameters,
+          relative_distortion=acc['relative_distortion'] + use_f64 * tf.math.divide_no_nan(
               diagnostics['squared_error'], client['squared_norm']),
-          zeros=acc['zeros'] + zeros,
+          zeros=acc['zeros'] + tf.where(used, tf.cast(decoded['zeros'], tf.int64), 0),
           diagnostics=collections.OrderedDict(
-              (n, acc['diagnostics'][n] + keep_f64 * diagnostics[n])
-              for n in diagnostic_names),
+              (n, acc['diagnostics'][n] + use_f64 * diagnostics[n])
+              for n in plan.diagnostic_names),
           diagnostics_sq=collections.OrderedDict(
-              (n, acc['diagnostics_sq'][n] + keep_f64 * tf.square(diagnostics[n]))
-              for n in diagnostic_names),
+              (n, acc['diagnostics_sq'][n] + use_f64 * tf.square(diagnostics[n]))
+              for n in plan.diagnostic_names),
           payload=collections.OrderedDict(
-              (n, acc['payload'][n] + payload_values[n]) for n in payload_names),
+              (n, acc['payload'][n] + payload_values[n]) for n in plan.payload_names),
           payload_sq=collections.OrderedDict(
-              (n, acc['payload_sq'][n] + tf.square(payload_values[n])) for n in payload_names),
+              (n, acc['payload_sq'][n] + tf.square(payload_values[n]))
+              for n in plan.payload_names),
       )
 
-  @tff.tensorflow.computation(accumulator_type, accumulator_type)
-  def merge_tf(a, b):
-    return tf.nest.map_structure(tf.add, a, b)
+  return accumulate
 
-  @tff.tensorflow.computation(accumulator_type)
-  def report_tf(acc):
-    return acc
 
-  @tff.tensorflow.computation(state_type, accumulator_type)
-  def finalize_tf(state, acc):
-    if weighted:
+def aggregate_relative_distortion(value_sum, update_sum) -> tf.Tensor:
+  """`||sum_i w_i x^_i - sum_i w_i x_i||^2 / ||sum_i w_i x_i||^2` (float64).
+
+  The relative error of the aggregate the model sees, from the weighted sums
+  of the reconstructions and of the true updates of the same clients (0 when
+  that sum is 0).
+  """
+  error = tf.add_n([sum_float64(tf.square(a - b)) for a, b in zip(value_sum, update_sum)])
+  norm = tf.add_n([sum_float64(tf.square(b)) for b in update_sum])
+  return tf.math.divide_no_nan(error, norm)
+
+
+def _mean_and_std(total, total_sq, count):
+  mean = tf.math.divide_no_nan(total, count)
+  variance = tf.math.divide_no_nan(total_sq, count) - tf.square(mean)
+  return mean, tf.sqrt(tf.maximum(variance, 0.0))
+
+
+def _measurements(plan: _Plan, acc) -> tuple[collections.OrderedDict, collections.OrderedDict]:
+  """`(measurements, means)`: the round's flat measurements (module doc), and
+  what `compressor.update_state` gets."""
+  clients = tf.cast(acc['clients'], tf.float64)
+  means = collections.OrderedDict(
+      (n, tf.math.divide_no_nan(acc['diagnostics'][n], clients)) for n in plan.diagnostic_names)
+  measurements = collections.OrderedDict(
+      bits_per_parameter=tf.math.divide_no_nan(acc['bits_per_parameter'], clients),
+      uplink_bits=acc['uplink_bits'],
+      side_info_bits=acc['side_info_bits'],
+      distortion=means['squared_error'] / plan.num_parameters,
+      relative_distortion=tf.math.divide_no_nan(acc['relative_distortion'], clients),
+      aggregate_relative_distortion=aggregate_relative_distortion(
+          acc['value_sum'], acc['update_sum']),
+      sparsity=tf.math.divide_no_nan(tf.cast(acc['zeros'], tf.float64), clients)
+      / plan.num_parameters,
+  )
+  for n in plan.diagnostic_names:
+    if n != 'squared_error':
+      measurements[n], measurements[f'{n}_std'] = _mean_and_std(
+          acc['diagnostics'][n], acc['diagnostics_sq'][n], clients)
+  for n in plan.payload_names:
+    means[n], std = _mean_and_std(acc['payload'][n], acc['payload_sq'][n], clients)
+    measurements[n], measurements[f'{n}_std'] = means[n], std
+  measurements['clients'] = acc['clients']
+  measurements['dropped_clients'] = acc['dropped_clients']
+  measurements['corrupt_clients'] = acc['corrupt_clients']
+  # What the server measured itself, for step control.
+  means['bits_per_parameter'] = measurements['bits_per_parameter']
+  means['clients'] = clients
+  return measurements, means
+
+
+def _finalize_fn(plan: _Plan):
+  """`finalize(state, acc) -> (new_state, result, measurements)` on the server."""
+
+  def finalize(state, acc):
+    if plan.weighted:
       flat = [tf.math.divide_no_nan(s, acc['weight_sum']) for s in acc['value_sum']]
     else:
       flat = acc['value_sum']
-    result = tf.nest.pack_sequence_as(value_specs, [
-        tf.cast(tf.reshape(v, s.shape), s.dtype) for v, s in zip(flat, flat_specs)])
-    clients = tf.cast(acc['clients'], tf.float64)
+    result = tf.nest.pack_sequence_as(plan.value_specs, [
+        tf.cast(tf.reshape(v, s.shape), s.dtype) for v, s in zip(flat, plan.flat_specs)])
+    measurements, means = _measurements(plan, acc)
+    return plan.compressor.update_state(state, means), result, measurements
 
-    def mean(total):
-      return tf.math.divide_no_nan(total, clients)
+  return finalize
 
-    means = collections.OrderedDict(
-        (n, mean(acc['diagnostics'][n])) for n in diagnostic_names)
-    measurements = collections.OrderedDict(
-        bits_per_parameter=mean(acc['bits_per_parameter']),
-        uplink_bits=acc['uplink_bits'],
-        side_info_bits=acc['side_info_bits'],
-        distortion=means['squared_error'] / num_parameters,
-        relative_distortion=mean(acc['relative_distortion']),
-        sparsity=mean(tf.cast(acc['zeros'], tf.float64)) / num_parameters,
-    )
-    for n in reported:
-      variance = mean(acc['diagnostics_sq'][n]) - tf.square(means[n])
-      measurements[n] = means[n]
-      measurements[f'{n}_std'] = tf.sqrt(tf.maximum(variance, 0.0))
-    for n in payload_names:
-      means[n] = mean(acc['payload'][n])
-      variance = mean(acc['payload_sq'][n]) - tf.square(means[n])
-      measurements[n] = means[n]
-      measurements[f'{n}_std'] = tf.sqrt(tf.maximum(variance, 0.0))
-    measurements['clients'] = acc['clients']
-    measurements['dropped_clients'] = acc['dropped_clients']
-    # What the server measured itself, for step control.
-    means['bits_per_parameter'] = measurements['bits_per_parameter']
-    means['clients'] = clients
-    new_state = compressor.update_state(state, means)
-    return new_state, result, measurements
+
+def _build_process(plan: _Plan) -> tff.templates.AggregationProcess:
+  """The `AggregationProcess`; weighted iff `plan.weighted`.
+
+  `plan.channel`, if given, maps the client's output (its message) to what
+  the server receives, on the clients, in TF: a simulated transport (tests
+  use it to corrupt messages in flight, after the checksum).
+  """
+  compressor, weighted = plan.compressor, plan.weighted
+  value_type = plan.value_type
+  tensor_types(value_type)
+  if 'squared_error' not in plan.diagnostic_names:
+    raise ValueError(f'{compressor!r} must have a `squared_error` diagnostic.')
+
+  init_tf = tff.tensorflow.computation(compressor.initial_state)
+  state_type = init_tf.type_signature.result
+  client_params_tf = tff.tensorflow.computation(compressor.client_params, state_type)
+  params_type = client_params_tf.type_signature.result
+  client_fn = _client_fn(plan)
+  if weighted:
+    client_tf = tff.tensorflow.computation(client_fn, value_type, params_type, plan.weight_type)
+  else:
+    client_tf = tff.tensorflow.computation(
+        lambda value, params: client_fn(value, params, 1.0), value_type, params_type)
+  zero_tf = tff.tensorflow.computation(_zero_fn(plan))
+  accumulator_type = zero_tf.type_signature.result
+  accumulate_tf = tff.tensorflow.computation(
+      _accumulate_fn(plan), accumulator_type, client_tf.type_signature.result)
+  merge_tf = tff.tensorflow.computation(
+      lambda a, b: tf.nest.map_structure(tf.add, a, b), accumulator_type, accumulator_type)
+  report_tf = tff.tensorflow.computation(lambda acc: acc, accumulator_type)
+  finalize_tf = tff.tensorflow.computation(_finalize_fn(plan), state_type, accumulator_type)
 
   @tff.federated_computation
   def init_fn():
@@ -440,12 +557,15 @@ def _build_process(compressor, value_type, weight_type, integrity=True, channel=
   value_at_clients = tff.FederatedType(value_type, tff.CLIENTS)
   if weighted:
     next_fn = tff.federated_computation(
-        lambda state, value, weight: next_body(state, value, weight),
-        state_at_server, value_at_clients, tff.FederatedType(weight_type, tff.CLIENTS))
+        next_body, state_at_server, value_at_clients,
+        tff.FederatedType(plan.weight_type, tff.CLIENTS))
   else:
     next_fn = tff.federated_computation(
         lambda state, value: next_body(state, value, None), state_at_server, value_at_clients)
   return tff.templates.AggregationProcess(init_fn, next_fn)
+
+
+ON_CORRUPT = ('drop', 'raise')
 
 
 class _WithCompressor:
@@ -455,24 +575,35 @@ class _WithCompressor:
     compressor: The compressor.
     integrity: Send and verify the payload checksum (module doc). Turn it off
       only over a transport that already guarantees integrity.
+    on_corrupt: What an invalid client message does (module doc): `'drop'`
+      (the default) leaves that client out of the round and counts it in
+      `corrupt_clients`; `'raise'` stops the round with an
+      `InvalidArgumentError` starting with `CORRUPT_MESSAGE`.
     channel: A simulated transport for tests (see `_build_process`).
   """
 
   def __init__(self, compressor: compressor_lib.Compressor, *, integrity: bool = True,
-               channel=None):
+               on_corrupt: str = 'drop', channel=None):
     if not isinstance(compressor, compressor_lib.Compressor):
       raise TypeError(
           f'{compressor!r} does not implement the compressor protocol'
           ' (tff_rdq.aggregators.compressor.Compressor).')
     if not isinstance(integrity, bool):
       raise TypeError(f'integrity must be a bool, got {integrity!r}.')
+    if on_corrupt not in ON_CORRUPT:
+      raise ValueError(f'on_corrupt must be one of {ON_CORRUPT}, got {on_corrupt!r}.')
     self._compressor = compressor
     self.integrity = integrity
+    self.on_corrupt = on_corrupt
     self._channel = channel
 
   @property
   def compressor(self) -> compressor_lib.Compressor:
     return self._compressor
+
+  def _process(self, value_type, weight_type) -> tff.templates.AggregationProcess:
+    return _build_process(_Plan(self._compressor, value_type, weight_type, self.integrity,
+                                self.on_corrupt, self._channel))
 
 
 class CompressedMeanFactory(_WithCompressor, tff.aggregators.WeightedAggregationFactory):
@@ -481,12 +612,11 @@ class CompressedMeanFactory(_WithCompressor, tff.aggregators.WeightedAggregation
   def create(self, value_type, weight_type) -> tff.templates.AggregationProcess:
     if weight_type is None:
       raise TypeError(f'{type(self).__name__} is weighted: pass a weight_type.')
-    return _build_process(self._compressor, value_type, weight_type, self.integrity,
-                          self._channel)
+    return self._process(value_type, weight_type)
 
 
 class CompressedSumFactory(_WithCompressor, tff.aggregators.UnweightedAggregationFactory):
   """Sum of client updates sent through `compressor` (module doc)."""
 
   def create(self, value_type) -> tff.templates.AggregationProcess:
-    return _build_process(self._compressor, value_type, None, self.integrity, self._channel)
+    return self._process(value_type, None)

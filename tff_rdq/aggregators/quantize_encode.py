@@ -63,6 +63,15 @@ Besides the common measurements of `compressed`, they report `step_size` and
 `step_size_std` (the clients' un-normalized step sizes), `objective` (with a
 Lagrange multiplier) and the step control's payload values (`vote_offset`,
 `candidate_rate_delta_k`), which the server reads from the payload.
+
+Other lossless codecs, same integers: with `compare_codecs=('run_length_rans',)`
+each client also encodes its integers with those codecs (for real, with
+`encode_to_bytes`/`encode_many`) and reports `bits_per_parameter_<codec>`:
+the bits its whole message would have had with that codec (headers,
+step-control fields and message overhead included), over the parameters;
+the measurement is its mean over the used clients, like
+`bits_per_parameter`. A simulation diagnostic: those bytes are not sent
+and not counted in `uplink_bits`, and they cost the encoding time.
 """
 
 import collections
@@ -99,11 +108,26 @@ def check_transport(transport: str, codec) -> str:
   return transport
 
 
+def check_compare_codecs(names, codec) -> tuple:
+  """The codec objects of `compare_codecs`: known names, none the sent codec's."""
+  if isinstance(names, str):
+    names = (names,)
+  compared = tuple(codecs.get_codec(n) for n in names)
+  for other in compared:
+    if other.name == codec.name:
+      raise ValueError(f'compare_codecs: {other.name!r} is the codec that is sent; '
+                       'name other codecs.')
+  if len({c.name for c in compared}) != len(compared):
+    raise ValueError(f'compare_codecs names a codec twice: {tuple(names)!r}.')
+  return compared
+
+
 class QuantizeEncodeCompressor(compressor_lib.Compressor):
   """Quantize with a step size, then code the integers (see module doc)."""
 
   def __init__(self, step_size=None, *, rounding='uniform', normalization='none',
-               codec='elias_gamma', step_control=None, extra_bits=0, transport='bytes'):
+               codec='elias_gamma', step_control=None, extra_bits=0, transport='bytes',
+               compare_codecs=()):
     """Initializes the compressor.
 
     Args:
@@ -118,6 +142,8 @@ class QuantizeEncodeCompressor(compressor_lib.Compressor):
         rate `R` that the client's step search and `objective` use.
       transport: `bytes` (real payloads) or `count` (closed-form bit counts
         and a simulation stand-in, Elias-gamma only; module doc).
+      compare_codecs: Names of other codecs whose bits on the same integers
+        each client reports as `bits_per_parameter_<codec>` (module doc).
     """
     self.step_control = step_control_lib.as_step_control(step_size, step_control)
     self.step_size = self.step_control.initial_step
@@ -128,9 +154,11 @@ class QuantizeEncodeCompressor(compressor_lib.Compressor):
     self.transport = check_transport(transport, self.codec)
     # `compressed` counts the bits that `decode` states (`stream_bits`).
     self.counts_bits = self.transport == 'count'
+    self.compare_codecs = check_compare_codecs(compare_codecs, self.codec)
     names = ['squared_error', 'step_size']
     if self.step_control.lam is not None:
       names.append('objective')
+    names += [f'bits_per_parameter_{c.name}' for c in self.compare_codecs]
     self.diagnostic_names = tuple(names)
     self.payload_names = tuple(self.step_control.payload_names)
 
@@ -245,8 +273,23 @@ class QuantizeEncodeCompressor(compressor_lib.Compressor):
     small = tf.reduce_max(tf.abs(integers)) < _EXACT_FLOAT32_INT
     return tf.cond(small, lambda: tf.cast(integers, tf.float32) * tensor_step, exact)
 
-  def _finish(self, flat_values, streams, payloads, squared_error, step, extra):
-    """The diagnostics of the streams sent, `extra` (the control's) appended."""
+  def compared_bits(self, integers) -> collections.OrderedDict:
+    """`bits_per_parameter_<codec>` (float64) of each of `compare_codecs`:
+    the client's message bits had that codec coded `integers` (module doc)."""
+    num_parameters = max(sum(int(q.shape[0]) for q in integers), 1)
+    fixed = self.extra_bits + 8 * sum(self.header_bytes(i) for i in range(len(integers)))
+    bits = collections.OrderedDict()
+    for codec in self.compare_codecs:
+      encode_many = getattr(codec, 'encode_many', None)
+      coded = (encode_many(integers) if encode_many is not None
+               else [codec.encode_to_bytes(q) for q in integers])
+      total = tf.add_n([tf.cast(tf.size(b), tf.int64) for b in coded])
+      bits[f'bits_per_parameter_{codec.name}'] = (
+          tf.cast(8 * total + fixed, tf.float64) / num_parameters)
+    return bits
+
+  def _finish(self, flat_values, streams, payloads, squared_error, step, integers):
+    """The diagnostics of the streams sent (`integers`: what they code)."""
     num_parameters = sum(int(v.shape[0]) for v in flat_values)
     diagnostics = collections.OrderedDict(
         squared_error=squared_error, step_size=tf.cast(step, tf.float64))
@@ -254,7 +297,7 @@ class QuantizeEncodeCompressor(compressor_lib.Compressor):
       rate = self.rate(flat_values, streams, payloads)
       diagnostics['objective'] = (
           rate + self.step_control.lam * squared_error / max(num_parameters, 1))
-    diagnostics.update(extra)
+    diagnostics.update(self.compared_bits(integers))
     return streams, diagnostics
 
   def quantize(self, flat_values, step, nonce=None):
@@ -286,7 +329,7 @@ class QuantizeEncodeCompressor(compressor_lib.Compressor):
     streams = [self.stream(tensor_step, seed, payload)
                for (tensor_step, _, _), payload in zip(tensors, payloads)]
     return self._finish(flat_values, streams, payloads, squared_error, step,
-                        collections.OrderedDict())
+                        [integers for _, _, integers in tensors])
 
   def _encode_search(self, flat_values, step, nonce=None):
     """Quantizes with every candidate step, lets the control pick one, sends it.
@@ -336,9 +379,11 @@ class QuantizeEncodeCompressor(compressor_lib.Compressor):
     rates = tf.cast(bits, tf.float64) / max(num_parameters, 1)
     mse = squared_errors / max(num_parameters, 1)
     chosen, fields = control.client_decision(tf.cast(steps, tf.float64), rates, mse, bits)
-    streams, payloads = [], []
+    streams, payloads, chosen_integers = [], [], []
     for i, (tensor_steps, integers, encoded, codec_bits, side_bits) in enumerate(per_tensor):
       tensor_step = tf.gather(tensor_steps, chosen)
+      if self.compare_codecs:
+        chosen_integers.append(tf.gather(integers, chosen))
       if self.counts_bits:
         payload = collections.OrderedDict(
             bits=tf.gather(codec_bits, chosen), side_bits=tf.gather(side_bits, chosen),
@@ -351,7 +396,7 @@ class QuantizeEncodeCompressor(compressor_lib.Compressor):
       streams.append(self.stream(tensor_step, seed, payload,
                                  fields if i == 0 and control.payload_fields else None))
     return self._finish(flat_values, streams, payloads, tf.gather(squared_errors, chosen),
-                        tf.gather(steps, chosen), collections.OrderedDict())
+                        tf.gather(steps, chosen), chosen_integers)
 
   def read_payloads(self, streams, sizes) -> list:
     """Parses every tensor's payload (module doc); never reads out of bounds.
@@ -461,7 +506,8 @@ class QuantizeEncodeFactory(compressed.CompressedMeanFactory):
 
   def __init__(self, step_size: float | None = None, *, rounding: str = 'uniform',
                normalization: str = 'none', codec='elias_gamma', step_control=None,
-               integrity: bool = True, transport: str = 'bytes'):
+               integrity: bool = True, on_corrupt: str = 'drop', transport: str = 'bytes',
+               compare_codecs=()):
     """Initializes the factory.
 
     Args:
@@ -476,16 +522,22 @@ class QuantizeEncodeFactory(compressed.CompressedMeanFactory):
       integrity: Send and verify a 32-bit checksum of each client's message
         (`compressed`'s module doc). Turn it off only over a transport that
         already guarantees integrity.
+      on_corrupt: `'drop'` (the default) leaves a client whose message is
+        invalid out of the round and counts it in `corrupt_clients`; `'raise'`
+        stops the round (`compressed`'s module doc).
       transport: `bytes` (the default: real payloads) or `count` (Elias-gamma
         only: exact closed-form bit counts, a simulation shortcut with no wire
         format; module doc). Every reported figure is the same.
+      compare_codecs: Names of other codecs whose bits on the same integers
+        each client reports as `bits_per_parameter_<codec>`, a diagnostic
+        (module doc), e.g. `('run_length_rans',)`.
     """
     super().__init__(QuantizeEncodeCompressor(
         step_size, rounding=rounding, normalization=normalization, codec=codec,
         step_control=step_control,
         extra_bits=compressed.overhead_bits(weighted=True, integrity=integrity),
-        transport=transport),
-        integrity=integrity)
+        transport=transport, compare_codecs=compare_codecs),
+        integrity=integrity, on_corrupt=on_corrupt)
 
 
 class QuantizeEncodeSumFactory(compressed.CompressedSumFactory):
@@ -493,11 +545,12 @@ class QuantizeEncodeSumFactory(compressed.CompressedSumFactory):
 
   def __init__(self, step_size: float | None = None, *, rounding: str = 'uniform',
                normalization: str = 'none', codec='elias_gamma', step_control=None,
-               integrity: bool = True, transport: str = 'bytes'):
+               integrity: bool = True, on_corrupt: str = 'drop', transport: str = 'bytes',
+               compare_codecs=()):
     """Initializes the factory; arguments as for `QuantizeEncodeFactory`."""
     super().__init__(QuantizeEncodeCompressor(
         step_size, rounding=rounding, normalization=normalization, codec=codec,
         step_control=step_control,
         extra_bits=compressed.overhead_bits(weighted=False, integrity=integrity),
-        transport=transport),
-        integrity=integrity)
+        transport=transport, compare_codecs=compare_codecs),
+        integrity=integrity, on_corrupt=on_corrupt)

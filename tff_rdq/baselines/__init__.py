@@ -15,6 +15,9 @@ factory class; its first positional parameter is the main knob, so
                                    (or k=absolute count; index_code=
                                    'elias_gamma' | 'fixed')
   'drive'     scale                'unbiased' | 'mse' (always ~1 bit/coord.)
+  'eden'      bits                 1 | 2 | 3 | 4 bits per sent coordinate
+                                   (p=fraction of rotated coordinates
+                                   sent, in (0, 1]: ~p * bits bits/param.)
   'three_lc'  sparsity_multiplier  m in [1, 2); larger is sparser
   'qsgd'      levels               s >= 1 levels per sign, an integer (4.0
                                    is accepted) (bucket_size=...)
@@ -28,6 +31,9 @@ or `TypeError` naming it.
 from tff_rdq.baselines.drive import DriveCompressor
 from tff_rdq.baselines.drive import DriveFactory
 from tff_rdq.baselines.drive import DriveSumFactory
+from tff_rdq.baselines.eden import EdenCompressor
+from tff_rdq.baselines.eden import EdenFactory
+from tff_rdq.baselines.eden import EdenSumFactory
 from tff_rdq.baselines.qsgd import QSGDCompressor
 from tff_rdq.baselines.qsgd import QSGDFactory
 from tff_rdq.baselines.qsgd import QSGDSumFactory
@@ -44,6 +50,7 @@ from tff_rdq.baselines.top_k import TopKSumFactory
 BASELINES = {
     'top_k': TopKFactory,
     'drive': DriveFactory,
+    'eden': EdenFactory,
     'three_lc': ThreeLCFactory,
     'qsgd': QSGDFactory,
     'terngrad': TernGradFactory,
@@ -52,6 +59,7 @@ BASELINES = {
 KNOBS = {
     'top_k': 'fraction',
     'drive': 'scale',
+    'eden': 'bits',
     'three_lc': 'sparsity_multiplier',
     'qsgd': 'levels',
     'terngrad': 'coding',

@@ -152,7 +152,8 @@ class DriveCompressor(compressor.StatelessCompressor):
 class DriveFactory(compressed.CompressedMeanFactory):
   """Weighted mean of DRIVE-compressed client updates (see module doc)."""
 
-  def __init__(self, scale: str = 'unbiased', *, integrity: bool = True):
+  def __init__(self, scale: str = 'unbiased', *, integrity: bool = True,
+               on_corrupt: str = 'drop'):
     """Initializes the factory.
 
     Args:
@@ -160,13 +161,16 @@ class DriveFactory(compressed.CompressedMeanFactory):
       integrity: Send and verify the 32-bit checksum of each client's message
         (`tff_rdq.aggregators.compressed`); off only over a transport that
         already guarantees integrity.
+      on_corrupt: `'drop'` or `'raise'`: what an invalid client message does
+        (`tff_rdq.aggregators.compressed`).
     """
-    super().__init__(DriveCompressor(scale), integrity=integrity)
+    super().__init__(DriveCompressor(scale), integrity=integrity, on_corrupt=on_corrupt)
 
 
 class DriveSumFactory(compressed.CompressedSumFactory):
   """Sum of DRIVE-compressed client updates (see module doc)."""
 
-  def __init__(self, scale: str = 'unbiased', *, integrity: bool = True):
+  def __init__(self, scale: str = 'unbiased', *, integrity: bool = True,
+               on_corrupt: str = 'drop'):
     """Initializes the factory; arguments as for `DriveFactory`."""
-    super().__init__(DriveCompressor(scale), integrity=integrity)
+    super().__init__(DriveCompressor(scale), integrity=integrity, on_corrupt=on_corrupt)

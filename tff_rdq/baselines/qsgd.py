@@ -141,7 +141,8 @@ class QSGDFactory(compressed.CompressedMeanFactory):
   """Weighted mean of QSGD-compressed client updates (see module doc)."""
 
   def __init__(self, levels: int, *, bucket_size=None,
-               block_size=elias_gamma.DEFAULT_BLOCK_SIZE, integrity: bool = True):
+               block_size=elias_gamma.DEFAULT_BLOCK_SIZE, integrity: bool = True,
+               on_corrupt: str = 'drop'):
     """Initializes the factory.
 
     Args:
@@ -152,16 +153,19 @@ class QSGDFactory(compressed.CompressedMeanFactory):
       integrity: Send and verify the 32-bit checksum of each client's message
         (`tff_rdq.aggregators.compressed`); off only over a transport that
         already guarantees integrity.
+      on_corrupt: `'drop'` or `'raise'`: what an invalid client message does
+        (`tff_rdq.aggregators.compressed`).
     """
     super().__init__(QSGDCompressor(levels, bucket_size=bucket_size, block_size=block_size),
-                     integrity=integrity)
+                     integrity=integrity, on_corrupt=on_corrupt)
 
 
 class QSGDSumFactory(compressed.CompressedSumFactory):
   """Sum of QSGD-compressed client updates (see module doc)."""
 
   def __init__(self, levels: int, *, bucket_size=None,
-               block_size=elias_gamma.DEFAULT_BLOCK_SIZE, integrity: bool = True):
+               block_size=elias_gamma.DEFAULT_BLOCK_SIZE, integrity: bool = True,
+               on_corrupt: str = 'drop'):
     """Initializes the factory; arguments as for `QSGDFactory`."""
     super().__init__(QSGDCompressor(levels, bucket_size=bucket_size, block_size=block_size),
-                     integrity=integrity)
+                     integrity=integrity, on_corrupt=on_corrupt)

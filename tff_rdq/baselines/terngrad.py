@@ -120,7 +120,8 @@ class TernGradFactory(compressed.CompressedMeanFactory):
   """Weighted mean of TernGrad-compressed client updates (see module doc)."""
 
   def __init__(self, coding: str = 'packed', *,
-               block_size=elias_gamma.DEFAULT_BLOCK_SIZE, integrity: bool = True):
+               block_size=elias_gamma.DEFAULT_BLOCK_SIZE, integrity: bool = True,
+               on_corrupt: str = 'drop'):
     """Initializes the factory.
 
     Args:
@@ -129,14 +130,19 @@ class TernGradFactory(compressed.CompressedMeanFactory):
       integrity: Send and verify the 32-bit checksum of each client's message
         (`tff_rdq.aggregators.compressed`); off only over a transport that
         already guarantees integrity.
+      on_corrupt: `'drop'` or `'raise'`: what an invalid client message does
+        (`tff_rdq.aggregators.compressed`).
     """
-    super().__init__(TernGradCompressor(coding, block_size=block_size), integrity=integrity)
+    super().__init__(TernGradCompressor(coding, block_size=block_size),
+                     integrity=integrity, on_corrupt=on_corrupt)
 
 
 class TernGradSumFactory(compressed.CompressedSumFactory):
   """Sum of TernGrad-compressed client updates (see module doc)."""
 
   def __init__(self, coding: str = 'packed', *,
-               block_size=elias_gamma.DEFAULT_BLOCK_SIZE, integrity: bool = True):
+               block_size=elias_gamma.DEFAULT_BLOCK_SIZE, integrity: bool = True,
+               on_corrupt: str = 'drop'):
     """Initializes the factory; arguments as for `TernGradFactory`."""
-    super().__init__(TernGradCompressor(coding, block_size=block_size), integrity=integrity)
+    super().__init__(TernGradCompressor(coding, block_size=block_size),
+                     integrity=integrity, on_corrupt=on_corrupt)

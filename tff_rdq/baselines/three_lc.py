@@ -171,7 +171,8 @@ class ThreeLCCompressor(compressor.StatelessCompressor):
 class ThreeLCFactory(compressed.CompressedMeanFactory):
   """Weighted mean of 3LC-compressed client updates (see module doc)."""
 
-  def __init__(self, sparsity_multiplier: float = 1.0, *, integrity: bool = True):
+  def __init__(self, sparsity_multiplier: float = 1.0, *, integrity: bool = True,
+               on_corrupt: str = 'drop'):
     """Initializes the factory.
 
     Args:
@@ -179,13 +180,18 @@ class ThreeLCFactory(compressed.CompressedMeanFactory):
       integrity: Send and verify the 32-bit checksum of each client's message
         (`tff_rdq.aggregators.compressed`); off only over a transport that
         already guarantees integrity.
+      on_corrupt: `'drop'` or `'raise'`: what an invalid client message does
+        (`tff_rdq.aggregators.compressed`).
     """
-    super().__init__(ThreeLCCompressor(sparsity_multiplier), integrity=integrity)
+    super().__init__(ThreeLCCompressor(sparsity_multiplier),
+                     integrity=integrity, on_corrupt=on_corrupt)
 
 
 class ThreeLCSumFactory(compressed.CompressedSumFactory):
   """Sum of 3LC-compressed client updates (see module doc)."""
 
-  def __init__(self, sparsity_multiplier: float = 1.0, *, integrity: bool = True):
+  def __init__(self, sparsity_multiplier: float = 1.0, *, integrity: bool = True,
+               on_corrupt: str = 'drop'):
     """Initializes the factory; arguments as for `ThreeLCFactory`."""
-    super().__init__(ThreeLCCompressor(sparsity_multiplier), integrity=integrity)
+    super().__init__(ThreeLCCompressor(sparsity_multiplier),
+                     integrity=integrity, on_corrupt=on_corrupt)

@@ -166,7 +166,8 @@ class TopKFactory(compressed.CompressedMeanFactory):
   """Weighted mean of Top-K sparsified client updates (see module doc)."""
 
   def __init__(self, fraction=None, *, k=None, index_code='elias_gamma',
-               block_size=elias_gamma.DEFAULT_BLOCK_SIZE, integrity: bool = True):
+               block_size=elias_gamma.DEFAULT_BLOCK_SIZE, integrity: bool = True,
+               on_corrupt: str = 'drop'):
     """Initializes the factory.
 
     Args:
@@ -178,16 +179,21 @@ class TopKFactory(compressed.CompressedMeanFactory):
       integrity: Send and verify the 32-bit checksum of each client's message
         (`tff_rdq.aggregators.compressed`); off only over a transport that
         already guarantees integrity.
+      on_corrupt: `'drop'` or `'raise'`: what an invalid client message does
+        (`tff_rdq.aggregators.compressed`).
     """
     super().__init__(TopKCompressor(
-        fraction, k=k, index_code=index_code, block_size=block_size), integrity=integrity)
+        fraction, k=k, index_code=index_code, block_size=block_size),
+            integrity=integrity, on_corrupt=on_corrupt)
 
 
 class TopKSumFactory(compressed.CompressedSumFactory):
   """Sum of Top-K sparsified client updates (see module doc)."""
 
   def __init__(self, fraction=None, *, k=None, index_code='elias_gamma',
-               block_size=elias_gamma.DEFAULT_BLOCK_SIZE, integrity: bool = True):
+               block_size=elias_gamma.DEFAULT_BLOCK_SIZE, integrity: bool = True,
+               on_corrupt: str = 'drop'):
     """Initializes the factory; arguments as for `TopKFactory`."""
     super().__init__(TopKCompressor(
-        fraction, k=k, index_code=index_code, block_size=block_size), integrity=integrity)
+        fraction, k=k, index_code=index_code, block_size=block_size),
+            integrity=integrity, on_corrupt=on_corrupt)

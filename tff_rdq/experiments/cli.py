@@ -4,7 +4,7 @@
   tff-rdq compare CONFIG [--set section.key=value ...] [--no-progress]
   tff-rdq reproduce CONFIG [--set section.key=value ...] [--no-progress] [--report-only]
                     [--only SETTING ...]
-                    [--docs-dir DIR] [--readme README.md]
+                    [--docs-dir DIR] [--readme docs/results.md]
   tff-rdq methods
   tff-rdq frontier RUN_DIR
   tff-rdq prepare-data [--source local|sotu] [--cache-dir DIR]
@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
                          '(the report is DIR.md); default docs/reproduction')
   reproduce.add_argument('--readme', default=None, metavar='PATH',
                          help='also put the report\'s summary (DIR/summary.md) between '
-                         'the reproduction summary markers of this README')
+                         'the reproduction summary markers of this Markdown file (e.g. docs/results.md)')
   commands.add_parser('methods', help='list the aggregation methods')
   frontier = commands.add_parser(
       'frontier', help='rate-distortion sweep over the client updates a run saved')

@@ -3,7 +3,9 @@
 A compare config is an experiment config (see `tff_rdq.experiments.config`) plus an
 array of `[[sweep]]` tables, each naming a method and the list of settings to
 run it at; every setting is merged into `[aggregator]`, except dotted keys,
-which override that section of the experiment (e.g. `"training.seed" = 1`):
+which override that section of the experiment (e.g. `"training.seed" = 1`).
+A setting's `[aggregator]` keys must be read by its method, and each key of the
+base's `[aggregator]` by at least one run (`config.check_keys_read`):
 
   [[sweep]]
   method = "rdq"
@@ -29,7 +31,6 @@ value) marked.
 import csv
 import json
 import pathlib
-import tomllib
 
 import matplotlib
 
@@ -52,25 +53,18 @@ def _label(method: str, setting: dict) -> str:
   return '_'.join(parts).replace('/', '-').replace(' ', '')
 
 
-def read_toml(path) -> dict:
-  """The parsed TOML document at `path`; `ConfigError` if missing or invalid."""
-  path = pathlib.Path(path)
-  if not path.is_file():
-    raise config_lib.ConfigError(f'config file {path} does not exist.')
-  try:
-    return tomllib.loads(path.read_text())
-  except tomllib.TOMLDecodeError as e:
-    raise config_lib.ConfigError(f'{path} is not valid TOML: {e}.') from None
-
-
 def load(path, overrides=()) -> tuple[config_lib.ExperimentConfig, list]:
   """The base config and the list of `(label, config)` runs; `ConfigError` if bad."""
   path = pathlib.Path(path)
-  raw = read_toml(path)
+  raw = config_lib.read_toml(path)
   sweeps = raw.pop('sweep', None)
   raw.setdefault('name', path.stem)
-  base = config_lib.from_raw(raw, overrides)
-  return base, expand_sweeps(base, sweeps, where=str(path))
+  raw = config_lib.apply_overrides(raw, overrides)
+  base = config_lib.from_dict(raw)
+  runs = expand_sweeps(base, sweeps, where=str(path))
+  config_lib.check_keys_read([c.aggregator for _, c in runs], raw.get('aggregator', {}),
+                             f'{path} [aggregator]')
+  return base, runs
 
 
 def apply_dotted(raw: dict, overrides: dict, where: str) -> dict:
@@ -114,7 +108,12 @@ def expand_sweeps(base: config_lib.ExperimentConfig, sweeps, where: str) -> list
       label = _label(sweep['method'], setting)
       raw['name'] = label
       raw['output']['root_dir'] = str(pathlib.Path(base.output.root_dir) / base.name)
-      runs.append((label, config_lib.from_dict(raw)))
+      run_config = config_lib.from_dict(raw)
+      set_keys = [k.removeprefix('aggregator.') for k in setting
+                  if '.' not in k or k.startswith('aggregator.')]
+      config_lib.check_keys_read([run_config.aggregator], set_keys,
+                                 f'{where}: sweep[{i}] ({label})')
+      runs.append((label, run_config))
   labels = [label for label, _ in runs]
   if len(set(labels)) != len(labels):
     raise config_lib.ConfigError(f'{where}: two sweep settings give the same run {labels}.')

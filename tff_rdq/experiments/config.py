@@ -6,6 +6,16 @@ and defaults to the field default below. Unknown sections or keys, values of
 the wrong type and values out of range raise `ConfigError`, whose message
 names the offending key. `--set section.key=value` overrides are parsed as
 TOML values (`--set training.rounds=5`, `--set aggregator.method="mean"`).
+
+A top-level `base = "other.toml"` (a path relative to the config's own folder)
+makes the config that file with this one's keys on top: tables merge key by
+key, recursively, and any other value (an array of tables too) replaces the
+base's. A base may name a base of its own; `name` is never inherited (it
+defaults to the file's stem). `read_toml` does the merging.
+
+An `[aggregator]` key that the chosen method (and, for `rdq`, its step control)
+does not read is an error if the config, a base of it or a `--set` sets it
+(`aggregator_keys_read`); keys left out keep their defaults, read or not.
 """
 
 import dataclasses
@@ -17,6 +27,7 @@ from typing import Any
 from tff_rdq import codecs
 from tff_rdq.experiments import data as data_lib
 from tff_rdq import validation
+from tff_rdq.aggregators import compressed
 from tff_rdq.aggregators import quantize_encode
 from tff_rdq.aggregators import step_control
 from tff_rdq.quantizers import uniform
@@ -78,6 +89,14 @@ class AggregatorConfig:
   # (counted in the bits). false: no checksum, only for a transport that
   # already guarantees integrity (tff_rdq.aggregators.compressed).
   integrity: bool = True
+  # What an invalid client message (checksum or decoding failed) does: `drop`
+  # leaves that client out of the round and counts it in `corrupt_clients`
+  # (the runner warns); `raise` stops the run (tff_rdq.aggregators.compressed).
+  on_corrupt: str = 'drop'
+  # rdq: other lossless codecs whose bits on the same integers each client
+  # reports as `bits_per_parameter_<codec>` (a diagnostic; not sent), e.g.
+  # ["run_length_rans"] (tff_rdq.aggregators.quantize_encode).
+  compare_codecs: list = dataclasses.field(default_factory=list)
   # How rdq chooses its step each round: `fixed` (step_size), or one of
   # `schedule`, `lagrangian`, `global_vote`, `bit_budget` built from
   # `step_control_options` (see tff_rdq.aggregators.step_control), e.g.
@@ -110,6 +129,51 @@ class ExperimentConfig:
     return pathlib.Path(self.output.root_dir) / self.name
 
 
+# The `[aggregator]` keys each method reads, as data: every method reads
+# `ALWAYS_READ`; `rdq` reads its keys and those of its step control; `mean`
+# reads nothing more; any other method is a baseline
+# (`tff_rdq.experiments.methods`) and reads `BASELINE_READS`.
+ALWAYS_READ = ('method', 'save_updates_rounds', 'save_updates_clients')
+METHOD_READS = {
+    'rdq': ('rounding', 'normalization', 'codec', 'transport', 'integrity', 'on_corrupt',
+            'compare_codecs', 'step_control'),
+    'mean': (),
+}
+BASELINE_READS = ('integrity', 'on_corrupt', 'options')
+STEP_CONTROL_READS = {name: ('step_size',) if name == 'fixed' else ('step_control_options',)
+                      for name in step_control.CONTROLS}
+
+
+def aggregator_keys_read(aggregator: AggregatorConfig) -> tuple[str, ...]:
+  """The `[aggregator]` keys that `aggregator`'s method and step control read."""
+  keys = ALWAYS_READ + METHOD_READS.get(aggregator.method, BASELINE_READS)
+  if aggregator.method == 'rdq':
+    keys += STEP_CONTROL_READS.get(aggregator.step_control, ())
+  return keys
+
+
+def _reader(aggregator: AggregatorConfig) -> str:
+  if aggregator.method == 'rdq':
+    return f"method 'rdq' with step_control {aggregator.step_control!r}"
+  return f'method {aggregator.method!r}'
+
+
+def check_keys_read(aggregators, keys, where: str = '') -> None:
+  """`ConfigError` naming the first of `keys` (set `[aggregator]` keys) that none of
+  `aggregators` (the configs they apply to) reads."""
+  # A method that does not exist is left to the factory, whose error names it.
+  from tff_rdq.experiments import methods  # pylint: disable=g-import-not-at-top
+  aggregators = [a for a in aggregators if a.method in methods.method_names()]
+  if not aggregators:
+    return
+  for key in keys:
+    if not any(key in aggregator_keys_read(a) for a in aggregators):
+      readers = ', '.join(sorted({_reader(a) for a in aggregators}))
+      prefix = f'{where}: ' if where else ''
+      raise ConfigError(
+          f'{prefix}aggregator.{key} is set but not used by {readers}; remove it.')
+
+
 _SECTIONS = {f.name: f.type for f in dataclasses.fields(ExperimentConfig) if f.name != 'name'}
 _CHOICES = {
     'data.source': data_lib.SOURCES,
@@ -120,6 +184,7 @@ _CHOICES = {
     'aggregator.normalization': uniform.NORMALIZATIONS,
     'aggregator.codec': codecs.CODEC_NAMES,
     'aggregator.transport': quantize_encode.TRANSPORTS,
+    'aggregator.on_corrupt': compressed.ON_CORRUPT,
     'aggregator.step_control': tuple(step_control.CONTROLS),
 }
 _POSITIVE = {
@@ -189,21 +254,53 @@ def _parse_override(override: str) -> tuple[str, str, Any]:
   return section, key, value
 
 
-def load(path, overrides=()) -> ExperimentConfig:
-  """Reads, overrides and validates a TOML config file."""
+def merge(base: dict, override: dict) -> dict:
+  """`base` with `override`'s keys on top, tables (dicts) merged recursively."""
+  merged = dict(base)
+  for key, value in override.items():
+    if isinstance(value, dict) and isinstance(merged.get(key), dict):
+      value = merge(merged[key], value)
+    merged[key] = value
+  return merged
+
+
+def read_toml(path, _chain=()) -> dict:
+  """The TOML document at `path` merged over its `base` chain (module doc).
+
+  `ConfigError` if a file is missing or invalid, or the bases form a cycle.
+  """
   path = pathlib.Path(path)
   if not path.is_file():
+    if _chain:
+      raise ConfigError(f'{_chain[-1]}: base config {path} does not exist.')
     raise ConfigError(f'config file {path} does not exist.')
+  if path.resolve() in [p.resolve() for p in _chain]:
+    cycle = ' -> '.join(p.name for p in (*_chain, path))
+    raise ConfigError(f'{path}: base configs form a cycle: {cycle}.')
   try:
     raw = tomllib.loads(path.read_text())
   except tomllib.TOMLDecodeError as e:
     raise ConfigError(f'{path} is not valid TOML: {e}.') from None
+  base = raw.pop('base', None)
+  if base is None:
+    return raw
+  if not isinstance(base, str) or not base:
+    raise ConfigError(f'{path}: base must be a file name, got {base!r}.')
+  inherited = read_toml(path.parent / base, (*_chain, path))
+  inherited.pop('name', None)
+  return merge(inherited, raw)
+
+
+def load(path, overrides=()) -> ExperimentConfig:
+  """Reads (with its bases), overrides and validates a TOML config file."""
+  path = pathlib.Path(path)
+  raw = read_toml(path)
   raw.setdefault('name', path.stem)
   return from_raw(raw, overrides)
 
 
-def from_raw(raw: dict, overrides=()) -> ExperimentConfig:
-  """Applies `--set` overrides to a parsed TOML document, then validates it."""
+def apply_overrides(raw: dict, overrides=()) -> dict:
+  """A copy of a parsed TOML document with `--set` overrides applied."""
   raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
   for override in overrides:
     section, key, value = _parse_override(override)
@@ -211,7 +308,16 @@ def from_raw(raw: dict, overrides=()) -> ExperimentConfig:
       raw['name'] = value
     else:
       raw.setdefault(section, {})[key] = value
-  return from_dict(raw)
+  return raw
+
+
+def from_raw(raw: dict, overrides=()) -> ExperimentConfig:
+  """Applies `--set` overrides to a parsed TOML document, then validates it,
+  unused `[aggregator]` keys included (module doc)."""
+  raw = apply_overrides(raw, overrides)
+  config = from_dict(raw)
+  check_keys_read([config.aggregator], raw.get('aggregator', {}))
+  return config
 
 
 def to_dict(config: ExperimentConfig) -> dict:

@@ -45,7 +45,8 @@ def build_factory(config: AggregatorConfig) -> tff.aggregators.WeightedAggregati
       return quantize_encode.QuantizeEncodeFactory(
           step_size, rounding=config.rounding, normalization=config.normalization,
           codec=config.codec, step_control=control, transport=config.transport,
-          integrity=config.integrity)
+          integrity=config.integrity, on_corrupt=config.on_corrupt,
+          compare_codecs=tuple(config.compare_codecs))
     except (TypeError, ValueError) as e:
       raise ConfigError(f'aggregator: {e}') from None
   if config.method == 'mean':
@@ -55,6 +56,7 @@ def build_factory(config: AggregatorConfig) -> tff.aggregators.WeightedAggregati
     raise ConfigError(
         f'aggregator.method: unknown method {config.method!r}; choose one of {method_names()}.')
   try:
-    return registry[config.method](**{'integrity': config.integrity, **config.options})
+    return registry[config.method](
+        **{'integrity': config.integrity, 'on_corrupt': config.on_corrupt, **config.options})
   except (TypeError, ValueError) as e:
     raise ConfigError(f'aggregator.options={config.options!r} for {config.method}: {e}') from None

@@ -170,7 +170,7 @@ def stop_late_workers(quiet_s: float = 2.0, timeout_s: float = 15.0) -> None:
   """Stops the child workers, and every one started until none has for `quiet_s`.
 
   After an interrupt, a computation still in flight on TFF's own thread retries
-  on a fresh worker once the old one is stopped (seen when a sweep was stopped
+  on a fresh worker once the old one is stopped (as when a sweep is stopped
   with SIGTERM). So TFF's local executor factory is first made unable to start
   one (until the next `local_execution_context`); the wait (at most
   `timeout_s`) covers a start already past that point.
@@ -273,6 +273,55 @@ def _libc():
     return None
 
 
+def _child_setup(libc, parent_pid: int):
+  """What the worker's child process runs between fork and exec."""
+
+  def child_setup():
+    # A signal that the shell told us to ignore (`cmd &` ignores SIGINT) would
+    # stay ignored in the worker.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if libc is not None and hasattr(libc, 'prctl'):
+      libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+      if os.getppid() != parent_pid:  # The parent died before prctl.
+        os._exit(1)  # pylint: disable=protected-access
+
+  return child_setup
+
+
+def _await_listening(process, port: int, received: list) -> None:
+  """Waits until the worker listens on `port`, exits, or a signal arrives."""
+  deadline = time.monotonic() + _WORKER_START_TIMEOUT_S
+  while not received and process.poll() is None and not _listening(port):
+    if time.monotonic() > deadline:
+      raise WorkerError(f'the TFF worker on port {port} did not start listening within '
+                        f'{_WORKER_START_TIMEOUT_S:.0f} s.')
+    time.sleep(0.1)
+  if not received and process.poll() is None:
+    print(f'tff-rdq: TFF worker serving on port {port} (pid {process.pid}); '
+          'Ctrl-C stops it.', flush=True)
+
+
+def _await_exit(process, received: list) -> int:
+  """The worker's exit status; kills it `_WORKER_STOP_GRACE_S` after a signal."""
+  while True:
+    try:
+      return process.wait(timeout=1.0)
+    except subprocess.TimeoutExpired:
+      if received and time.monotonic() - received[0][1] > _WORKER_STOP_GRACE_S:
+        process.kill()
+
+
+def _stop_worker(process) -> None:
+  if process is not None and process.poll() is None:
+    process.terminate()
+    try:
+      process.wait(timeout=_WORKER_STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+      process.kill()
+      process.wait()
+
+
 def serve_worker(port: int, *, max_concurrent_computation_calls: int = -1) -> int:
   """Runs TFF's worker on `port` (all interfaces) until SIGINT or SIGTERM.
 
@@ -302,19 +351,7 @@ def serve_worker(port: int, *, max_concurrent_computation_calls: int = -1) -> in
   _check_port(port)
   binary = worker_binary_path()
   _check_port_free(port)
-  libc = _libc()
-  parent_pid = os.getpid()
-
-  def child_setup():
-    # Runs in the child between fork and exec. A signal that the shell told us
-    # to ignore (`cmd &` ignores SIGINT) would stay ignored in the worker.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    if libc is not None and hasattr(libc, 'prctl'):
-      libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
-      if os.getppid() != parent_pid:  # The parent died before prctl.
-        os._exit(1)  # pylint: disable=protected-access
-
+  child_setup = _child_setup(_libc(), os.getpid())
   process = None
   received = []
 
@@ -338,32 +375,10 @@ def serve_worker(port: int, *, max_concurrent_computation_calls: int = -1) -> in
         env=env, preexec_fn=child_setup)  # pylint: disable=subprocess-popen-preexec-fn
     if received:
       process.send_signal(received[0][0])
-
-    deadline = time.monotonic() + _WORKER_START_TIMEOUT_S
-    while not received and process.poll() is None and not _listening(port):
-      if time.monotonic() > deadline:
-        raise WorkerError(f'the TFF worker on port {port} did not start listening within '
-                          f'{_WORKER_START_TIMEOUT_S:.0f} s.')
-      time.sleep(0.1)
-    if not received and process.poll() is None:
-      print(f'tff-rdq: TFF worker serving on port {port} (pid {process.pid}); '
-            'Ctrl-C stops it.', flush=True)
-
-    while True:
-      try:
-        returncode = process.wait(timeout=1.0)
-        break
-      except subprocess.TimeoutExpired:
-        if received and time.monotonic() - received[0][1] > _WORKER_STOP_GRACE_S:
-          process.kill()
+    _await_listening(process, port, received)
+    returncode = _await_exit(process, received)
   finally:
-    if process is not None and process.poll() is None:
-      process.terminate()
-      try:
-        process.wait(timeout=_WORKER_STOP_GRACE_S)
-      except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    _stop_worker(process)
     for signum, handler in previous.items():
       signal.signal(signum, handler)
   if received:

@@ -28,6 +28,7 @@ import json
 import math
 import pathlib
 import signal
+import sys
 import time
 
 import numpy as np
@@ -45,8 +46,8 @@ from tff_rdq.experiments import runtime
 
 COLUMNS = (
     'round', 'clients', 'bits_per_parameter', 'uplink_bytes', 'cumulative_uplink_bytes',
-    'side_info_bits', 'distortion', 'relative_distortion', 'sparsity', 'step_size', 'step_size_std',
-    'dropped_clients', 'train_loss', 'train_accuracy', 'round_seconds',
+    'side_info_bits', 'distortion', 'relative_distortion', 'aggregate_relative_distortion',
+    'sparsity', 'step_size', 'step_size_std', 'dropped_clients', 'corrupt_clients', 'train_loss', 'train_accuracy', 'round_seconds',
     'eval_loss', 'eval_accuracy', 'eval_accuracy_without_oov',
     'eval_accuracy_without_oov_or_eos',
 )
@@ -176,18 +177,34 @@ def _aggregator_row(measurements, num_parameters: int, clients: int, uncompresse
     bits = clients * 32 * (num_parameters + 1)
     return dict(bits_per_parameter=32.0 * (num_parameters + 1) / num_parameters,
                 uplink_bytes=bits / 8, side_info_bits=32 * clients, distortion=0.0,
-                relative_distortion=0.0,
-                sparsity='', step_size='', step_size_std='', dropped_clients=0)
+                relative_distortion=0.0, aggregate_relative_distortion=0.0,
+                sparsity='', step_size='', step_size_std='', dropped_clients=0,
+                corrupt_clients=0, aggregated_clients=clients)
   return dict(
       bits_per_parameter=float(measurements['bits_per_parameter']),
       uplink_bytes=float(measurements['uplink_bits']) / 8,
       side_info_bits=int(measurements['side_info_bits']),
       distortion=float(measurements['distortion']),
       relative_distortion=float(measurements['relative_distortion']),
+      aggregate_relative_distortion=float(measurements['aggregate_relative_distortion']),
       sparsity=float(measurements['sparsity']),
       step_size=float(measurements.get('step_size', float('nan'))),
       step_size_std=float(measurements.get('step_size_std', float('nan'))),
-      dropped_clients=int(measurements['dropped_clients']))
+      dropped_clients=int(measurements['dropped_clients']),
+      corrupt_clients=int(measurements['corrupt_clients']),
+      aggregated_clients=int(measurements['clients']))
+
+
+def round_warning(round_num: int, row: dict) -> str | None:
+  """The one-line warning for a round that lost clients, or None."""
+  corrupt, dropped = int(row['corrupt_clients']), int(row['dropped_clients'])
+  if row['aggregated_clients'] == 0:
+    return (f'warning: round {round_num}: no client was aggregated ({dropped} dropped for NaN/Inf,'
+            f' {corrupt} corrupt); the model is unchanged.')
+  if corrupt:
+    return (f'warning: round {round_num}: {corrupt} of {row["clients"]} client messages were'
+            ' corrupt (checksum or decoding failed) and left out of the round.')
+  return None
 
 
 def _check_run_dir(run_dir: pathlib.Path, resolved: dict) -> None:
@@ -329,6 +346,9 @@ def _train(config, process, state, manager, log, start_round, client_ids, train,
                train_accuracy=float(train_metrics['accuracy']))
     row.update(_aggregator_row(output.metrics['aggregator'], num_parameters,
                                len(sampled), uncompressed))
+    warning = round_warning(round_num, row)
+    if warning:
+      tqdm.tqdm.write(warning, file=sys.stderr)
     if not math.isfinite(row['train_loss']):
       raise ExperimentError(
           f'training diverged at round {round_num} (loss {row["train_loss"]}); '
@@ -362,6 +382,11 @@ def _train(config, process, state, manager, log, start_round, client_ids, train,
       if rows else float('nan'),
       'mean_relative_distortion': float(np.mean(
           [_float(r.get('relative_distortion')) for r in rows])) if rows else float('nan'),
+      'mean_aggregate_relative_distortion': float(np.mean(
+          [_float(r.get('aggregate_relative_distortion')) for r in rows]))
+      if rows else float('nan'),
+      'corrupt_clients': int(sum(_float(r['corrupt_clients']) for r in rows
+                                 if r.get('corrupt_clients') not in (None, ''))),
       'median_round_seconds': float(np.median(times)) if times else float('nan'),
       # Training rounds only (`process.next`), first round included; without evaluation.
       'train_seconds': float(sum(float(r['round_seconds']) for r in rows)),

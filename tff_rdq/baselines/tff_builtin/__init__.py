@@ -73,31 +73,35 @@ from tff_rdq.tff_internals import TFF_VERSION
 
 
 def _tff_uniform(bits: int = 8, threshold: int = 20000, stochastic: bool = True,
-                 integrity: bool = True):
-  return EncodedUniformFactory(bits, threshold, stochastic=stochastic, integrity=integrity)
+                 integrity: bool = True, on_corrupt: str = 'drop'):
+  return EncodedUniformFactory(bits, threshold, stochastic=stochastic,
+                               integrity=integrity, on_corrupt=on_corrupt)
 
 
-def _tff_hadamard(bits: int = 8, threshold: int = 20000, integrity: bool = True):
-  return EncodedHadamardFactory(bits, threshold, integrity=integrity)
+def _tff_hadamard(bits: int = 8, threshold: int = 20000, integrity: bool = True,
+                  on_corrupt: str = 'drop'):
+  return EncodedHadamardFactory(bits, threshold, integrity=integrity, on_corrupt=on_corrupt)
 
 
 def _tff_discretization(bits: int = 8, l2_clip: float = 1.0, num_clients: int = 1,
                         modclip_prob: float = 1e-6, scale_factor=None,
                         stochastic: bool = True, clip: bool = True, seed=None,
-                        integrity: bool = True):
+                        integrity: bool = True, on_corrupt: str = 'drop'):
   factory = HadamardDiscretizationFactory(
       bits, l2_clip=l2_clip, num_clients=num_clients, modclip_prob=modclip_prob,
-      scale_factor=scale_factor, stochastic=stochastic, seed=seed, integrity=integrity)
+      scale_factor=scale_factor, stochastic=stochastic, seed=seed,
+      integrity=integrity, on_corrupt=on_corrupt)
   if not clip:
     return factory
   return flatten_measurements(tff.aggregators.clipping_factory(l2_clip, factory))
 
 
 def _tff_compression_aggregator(bits: int = 8, zeroing: bool = True, clipping: bool = True,
-                                stochastic: bool = True, integrity: bool = True):
+                                stochastic: bool = True, integrity: bool = True,
+                                on_corrupt: str = 'drop'):
   return measured_compression_aggregator(
       zeroing=zeroing, clipping=clipping, bits=bits, stochastic=stochastic,
-      integrity=integrity)
+      integrity=integrity, on_corrupt=on_corrupt)
 
 
 TFF_BUILTINS = {

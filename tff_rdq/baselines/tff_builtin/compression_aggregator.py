@@ -98,6 +98,7 @@ def flatten_measurements(factory):
 def measured_compression_aggregator(*, zeroing: bool = True, clipping: bool = True,
                                     weighted: bool = True, bits: int = 8, flat: bool = True,
                                     debug_measurements_fn=None, integrity: bool = True,
+                                    on_corrupt: str = 'drop',
                                     **kwargs):
   """`tff.learning.compression_aggregator`, measured (see module doc).
 
@@ -110,6 +111,7 @@ def measured_compression_aggregator(*, zeroing: bool = True, clipping: bool = Tr
     flat: Flatten the zeroing/clipping measurements (`flatten_measurements`).
     debug_measurements_fn: Not supported (must be None).
     integrity: The message checksum of `tff_rdq.aggregators.compressed`.
+    on_corrupt: `'drop'` or `'raise'`, as in `tff_rdq.aggregators.compressed`.
     **kwargs: Passed to the encoders like TFF's `**kwargs` (`stochastic`).
 
   Returns:
@@ -120,10 +122,12 @@ def measured_compression_aggregator(*, zeroing: bool = True, clipping: bool = Tr
   encoder_fn = tensor_encoding.uniform_encoder_fn(bits, 20000, **kwargs)
   name = f'uniform_quantization({bits}) above 20000'
   if weighted:
-    factory = tensor_encoding.MeasuredEncodedMeanFactory(encoder_fn, name, integrity=integrity)
+    factory = tensor_encoding.MeasuredEncodedMeanFactory(
+        encoder_fn, name, integrity=integrity, on_corrupt=on_corrupt)
   else:
     factory = tff.aggregators.UnweightedMeanFactory(
-        tensor_encoding.MeasuredEncodedSumFactory(encoder_fn, name, integrity=integrity))
+        tensor_encoding.MeasuredEncodedSumFactory(
+            encoder_fn, name, integrity=integrity, on_corrupt=on_corrupt))
   # TFF's own wrappers, exactly as `compression_aggregator` applies them.
   if clipping:
     factory = tff_internals.default_clipping(factory)

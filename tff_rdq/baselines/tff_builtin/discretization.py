@@ -193,7 +193,9 @@ class DiscretizationCompressor(compressor.Compressor):
 class HadamardDiscretizationFactory(_shared.PreparingMeanFactory):
   """TFF's rotation + discretization for a b-bit secure sum, measured (module doc)."""
 
-  def __init__(self, bits: int = 8, *, integrity: bool = True, **kwargs):
+  def __init__(self, bits: int = 8, *, integrity: bool = True,
+               on_corrupt: str = 'drop', **kwargs):
     """Args: `bits`, `integrity` (the message checksum of `compressed`) and the
     keyword arguments of `DiscretizationCompressor`."""
-    super().__init__(DiscretizationCompressor(bits, **kwargs), integrity=integrity)
+    super().__init__(DiscretizationCompressor(bits, **kwargs),
+                     integrity=integrity, on_corrupt=on_corrupt)

@@ -256,34 +256,41 @@ class MeasuredEncodedMeanFactory(_shared.PreparingMeanFactory):
   `integrity=False` drops the message checksum (`compressed`'s module doc).
   """
 
-  def __init__(self, encoder_fn, name: str = 'tensor_encoding', *, integrity: bool = True):
-    super().__init__(TensorEncodingCompressor(encoder_fn, name), integrity=integrity)
+  def __init__(self, encoder_fn, name: str = 'tensor_encoding', *, integrity: bool = True,
+               on_corrupt: str = 'drop'):
+    super().__init__(TensorEncodingCompressor(encoder_fn, name),
+                     integrity=integrity, on_corrupt=on_corrupt)
 
 
 class MeasuredEncodedSumFactory(_shared.PreparingSumFactory):
   """Sum through per-tensor `GatherEncoder`s from `encoder_fn` (`integrity` as above)."""
 
-  def __init__(self, encoder_fn, name: str = 'tensor_encoding', *, integrity: bool = True):
-    super().__init__(TensorEncodingCompressor(encoder_fn, name), integrity=integrity)
+  def __init__(self, encoder_fn, name: str = 'tensor_encoding', *, integrity: bool = True,
+               on_corrupt: str = 'drop'):
+    super().__init__(TensorEncodingCompressor(encoder_fn, name),
+                     integrity=integrity, on_corrupt=on_corrupt)
 
 
 class EncodedUniformFactory(MeasuredEncodedMeanFactory):
   """TFF's `quantize_above_threshold` uniform quantization, measured (module doc)."""
 
   def __init__(self, bits: int = 8, threshold: int = 20000, *, integrity: bool = True,
-               **kwargs):
-    """Args: `bits` (1..16), `threshold`, `integrity` (the message checksum) and
-    TFF's `**kwargs` (`stochastic`)."""
+               on_corrupt: str = 'drop', **kwargs):
+    """Args: `bits` (1..16), `threshold`, `integrity` (the message checksum),
+    `on_corrupt` (`compressed`'s module doc) and TFF's `**kwargs` (`stochastic`)."""
     super().__init__(uniform_encoder_fn(bits, threshold, **kwargs),
-                     f'uniform_quantization({bits}) above {threshold}', integrity=integrity)
+                     f'uniform_quantization({bits}) above {threshold}',
+                     integrity=integrity, on_corrupt=on_corrupt)
     self.bits, self.threshold = bits, threshold
 
 
 class EncodedHadamardFactory(MeasuredEncodedMeanFactory):
   """tensor_encoding's Hadamard quantization above a threshold, measured."""
 
-  def __init__(self, bits: int = 8, threshold: int = 20000, *, integrity: bool = True):
+  def __init__(self, bits: int = 8, threshold: int = 20000, *, integrity: bool = True,
+               on_corrupt: str = 'drop'):
     super().__init__(hadamard_encoder_fn(bits, threshold),
-                     f'hadamard_quantization({bits}) above {threshold}', integrity=integrity)
+                     f'hadamard_quantization({bits}) above {threshold}',
+                     integrity=integrity, on_corrupt=on_corrupt)
     self.bits, self.threshold = bits, threshold
 

@@ -260,6 +260,21 @@ def build_vocab(
   return [token for token, _ in ranked[:vocab_size]]
 
 
+def _check_preprocess_args(vocab, *, batch_size, sequence_length, num_epochs, max_elements,
+                           num_out_of_vocab_buckets) -> None:
+  """`ValueError` (or `TypeError`) for arguments `make_preprocess_fn` refuses."""
+  if not vocab:
+    raise ValueError('vocab must be non-empty.')
+  if len(set(vocab)) != len(vocab):
+    raise ValueError('vocab must not contain duplicate tokens.')
+  for name, value in (('batch_size', batch_size), ('num_epochs', num_epochs),
+                      ('sequence_length', sequence_length),
+                      ('num_out_of_vocab_buckets', num_out_of_vocab_buckets)):
+    validation.check_int(name, value, low=1)
+  if max_elements is not None:
+    validation.check_int('max_elements', max_elements, low=1)
+
+
 def make_preprocess_fn(
     vocab: list[str],
     *,
@@ -307,19 +322,12 @@ def make_preprocess_fn(
     yielded by `load_client_data`'s datasets) to a dataset of `(x, y)` pairs of
     `int64` tensors of shape `[batch, sequence_length]`.
   """
-  if not vocab:
-    raise ValueError('vocab must be non-empty.')
-  if len(set(vocab)) != len(vocab):
-    raise ValueError('vocab must not contain duplicate tokens.')
+  _check_preprocess_args(vocab, batch_size=batch_size, sequence_length=sequence_length,
+                         num_epochs=num_epochs, max_elements=max_elements,
+                         num_out_of_vocab_buckets=num_out_of_vocab_buckets)
   if shuffle_buffer_size is None:
     shuffle_buffer_size = tff_internals.stackoverflow_constants.DEFAULT_SHUFFLE_BUFFER_SIZE
   seeded_shuffle = seed is not None and shuffle_buffer_size > 1
-  for name, value in (('batch_size', batch_size), ('num_epochs', num_epochs),
-                      ('sequence_length', sequence_length),
-                      ('num_out_of_vocab_buckets', num_out_of_vocab_buckets)):
-    validation.check_int(name, value, low=1)
-  if max_elements is not None:
-    validation.check_int('max_elements', max_elements, low=1)
   # TFF's pipeline with its own `build_to_ids_fn` and `split_input_target`,
   # built once here and traced once per element structure: TFF's function
   # builds the table and traces both functions again for every client dataset,
