@@ -322,7 +322,7 @@ def test_non_finite_decoded_values_are_corrupt():
     assert not bool(decoded['ok']), pair
 
   # In a round, without the checksum (which would catch it first): a NaN min
-  # in flight stops the round instead of reaching the sum.
+  # in flight stops the round (`on_corrupt='raise'`) instead of reaching the sum.
   def nan_min(message):
     data = bitstream.string_to_bytes(message['streams'][1])
     data = tf.concat([data[:offset], tf.constant(NAN_BYTES), data[offset + 4:]], 0)
@@ -330,7 +330,7 @@ def test_non_finite_decoded_values_are_corrupt():
     return message
 
   factory = tff_builtin.MeasuredEncodedMeanFactory(
-      tff_builtin.uniform_encoder_fn(4, THRESHOLD), integrity=False)
+      tff_builtin.uniform_encoder_fn(4, THRESHOLD), integrity=False, on_corrupt='raise')
   factory._channel = nan_min
   process = factory.create(VALUE_TYPE, WEIGHT_TYPE)
   with pytest.raises(Exception, match='truncated or corrupted'):
