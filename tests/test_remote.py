@@ -32,14 +32,6 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _listening(port: int) -> bool:
-  try:
-    with socket.create_connection(('127.0.0.1', port), timeout=0.5):
-      return True
-  except OSError:
-    return False
-
-
 class _Worker:
   """`serve_worker(port)` in a subprocess, and the PID of its worker_binary."""
 
@@ -51,7 +43,7 @@ class _Worker:
     self.wrapper = subprocess.Popen([sys.executable, '-c', _SERVE, str(self.port)], cwd=_REPO,
                                     env=env, stdout=self._log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
-    while not _listening(self.port):
+    while not runtime._listening(self.port):  # pylint: disable=protected-access
       assert self.wrapper.poll() is None, open(log_path).read()
       assert time.monotonic() < deadline, 'worker did not start'
       time.sleep(0.1)
