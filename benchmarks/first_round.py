@@ -28,23 +28,6 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 _CODECS = ('elias_gamma', 'run_length_rans')
 
 
-def _disable_static_grappler():
-  """Makes TFF's local C++ contexts compile without the Grappler pass."""
-  from tff_rdq import tff_internals  # pylint: disable=g-import-not-at-top
-  compiler = tff_internals.compiler
-
-  def compile_without_grappler(comp):
-    desugared, _ = tff_internals.tensorflow_tree_transformations.replace_intrinsics_with_bodies(
-        comp.to_building_block())
-    return compiler.transform_to_native_form(
-        tff_internals.ConcreteComputation(
-            computation_proto=desugared.proto, context_stack=tff_internals.context_stack),
-        grappler_config=None)
-
-  # `set_sync_local_cpp_execution_context` looks the compiler up when called.
-  compiler.desugar_and_transform_to_native = compile_without_grappler
-
-
 def measure_one(config_path, codec, step, clients, rounds, static_grappler):
   """`{create_s, first_s, next_s, bits_per_parameter, parameters}` of one codec."""
   # pylint: disable=g-import-not-at-top
@@ -56,7 +39,7 @@ def measure_one(config_path, codec, step, clients, rounds, static_grappler):
   from tff_rdq.experiments import stackoverflow
 
   if not static_grappler:
-    _disable_static_grappler()
+    runtime.set_static_grappler(False)
   config = config_lib.load(config_path, [])
   vocab = [f'w{i}' for i in range(config.data.vocab_size)]
   weights = stackoverflow.build_keras_model(config.model, vocab).trainable_weights

@@ -1,6 +1,7 @@
-"""Shared pytest fixtures: one TFF execution context per session, no worker left
-behind; one tiny end-to-end run shared by the tests that only read what it wrote
-(`tiny_run`); a stand-in for `stackoverflow.run` for the sweep tests (`fake_runs`).
+"""Shared pytest fixtures: one TFF execution context per session (compiling
+without TFF's static Grappler pass, except inside `static_grappler()`), no
+worker left behind; one tiny end-to-end run shared by the tests that only read
+what it wrote (`tiny_run`); a stand-in for `stackoverflow.run` for the sweep tests (`fake_runs`).
 
 Markers (`pyproject.toml`): `slow` (end-to-end runs and other tests of more than a
 few seconds; `pytest -m "not slow"` is the quick subset) and `subprocess` (starts
@@ -36,10 +37,26 @@ WORDS = 'the a model layer tensor update client server round bits step size code
 def tff_context():
   """A local C++ execution context, stopped (with its worker) after the session."""
   runtime._refuse_new_local_workers(False)  # pylint: disable=protected-access
+  # Unit tests compile without TFF's static Grappler pass: it only optimizes,
+  # and it costs most of a codec computation's first call. The end-to-end
+  # runs that stand for the experiment turn it back on (`static_grappler`).
+  runtime.set_static_grappler(False)
   tff.backends.native.set_sync_local_cpp_execution_context()
   yield
   runtime.stop_tff_workers()
+  runtime.set_static_grappler(True)
   gc.collect()
+
+
+@contextlib.contextmanager
+def static_grappler():
+  """The `with` body's TFF contexts compile as the experiment does, with TFF's
+  static Grappler pass (contexts installed inside it, e.g. by a runner)."""
+  runtime.set_static_grappler(True)
+  try:
+    yield
+  finally:
+    runtime.set_static_grappler(False)
 
 
 @pytest.fixture(autouse=True)
@@ -143,7 +160,7 @@ def tiny_run(small_corpus, tmp_path_factory):
                 root=tmp_path_factory.mktemp('tiny_run'))
   stdout = run.root / 'stdout.txt'
   # A real file: TFF's worker needs a real stdout file descriptor.
-  with stdout.open('w') as out, contextlib.redirect_stdout(out):
+  with stdout.open('w') as out, contextlib.redirect_stdout(out), static_grappler():
     run.returncode = cli.main(['run', str(TINY_TOML), '--no-progress'] + run.args(run.root))
   run.stdout = stdout.read_text()
   return run
@@ -188,10 +205,23 @@ def _summarize(rows, config, template: dict) -> dict:
       'mean_distortion': float(np.mean([float(r['distortion']) for r in rows])),
       'mean_relative_distortion': float(np.mean(
           [_float(r['relative_distortion']) for r in rows])),
+      'mean_aggregate_relative_distortion': float(np.mean(
+          [_float(r.get('aggregate_relative_distortion')) for r in rows])),
+      'corrupt_clients': int(sum(_float(r['corrupt_clients']) for r in rows
+                                 if r.get('corrupt_clients') not in (None, ''))),
       'median_round_seconds': float(np.median(times)),
       'train_seconds': float(sum(float(r['round_seconds']) for r in rows)),
   }
-  return {k: computed.get(k, v) for k, v in template.items()}
+  # `mean_bits_per_parameter_<codec>` of the codecs the run compared (every row has one).
+  compared = 'mean_bits_per_parameter_'
+  for key in rows[0]:
+    values = [_float(r.get(key)) for r in rows]
+    if key.startswith('bits_per_parameter_') and not any(np.isnan(values)):
+      computed[f'mean_{key}'] = float(np.mean(values))
+  summary = {k: computed.get(k, v) for k, v in template.items()
+             if not k.startswith(compared) or k in computed}
+  summary.update((k, v) for k, v in computed.items() if k.startswith(compared))
+  return summary
 
 
 class FakeRuns:
@@ -284,11 +314,13 @@ class FakeRuns:
     cumulative = 0.0
     for row in rows:
       round_num, clients = int(row['round']), int(row['clients'])
+      compared = [k for k in row if k.startswith('bits_per_parameter_')]
       if methods.is_uncompressed(a):
         row.update(bits_per_parameter=32.0 * (num_parameters + 1) / num_parameters,
                    uplink_bytes=clients * 4.0 * (num_parameters + 1), side_info_bits=32 * clients,
-                   distortion=0.0, relative_distortion=0.0, sparsity='', step_size='',
-                   step_size_std='', dropped_clients=0)
+                   distortion=0.0, relative_distortion=0.0, aggregate_relative_distortion=0.0,
+                   sparsity='', step_size='', step_size_std='', dropped_clients=0,
+                   corrupt_clients=0, **dict.fromkeys(compared, ''))
       else:
         if scaled_by_codec:
           ours_bytes, ours_error = self._coded(a, round_num)
@@ -301,7 +333,14 @@ class FakeRuns:
         row.update(bits_per_parameter=float(row['bits_per_parameter']) * bits,
                    uplink_bytes=float(row['uplink_bytes']) * bits,
                    distortion=float(row['distortion']) * distortion,
-                   relative_distortion=float(row['relative_distortion']) * distortion)
+                   relative_distortion=float(row['relative_distortion']) * distortion,
+                   aggregate_relative_distortion=float(
+                       row['aggregate_relative_distortion']) * distortion)
+        # What another codec would have sent: only where this config compares it.
+        for key in compared:
+          asked = a.method == 'rdq' and key.removeprefix('bits_per_parameter_') in (
+              a.compare_codecs)
+          row[key] = float(row[key]) * bits if asked and row[key] != '' else ''
       cumulative += float(row['uplink_bytes'])
       row['cumulative_uplink_bytes'] = cumulative
       for key in ('train_loss', 'eval_loss'):

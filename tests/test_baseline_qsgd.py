@@ -49,6 +49,7 @@ def _weighted_output(clients):
   return process.next(process.initialize(), clients, ref.WEIGHTS)
 
 
+@pytest.mark.slow
 def test_weighted_mean_matches_numpy(clients, weighted_output):
   decoded = [[r[2] for r in np_client(c)] for c in clients]
   ref.assert_result_close(weighted_output.result, ref.weighted_mean(decoded))
@@ -71,6 +72,7 @@ def test_bits_match_closed_form(clients, weighted_output):
   assert m['clients'] == 3 and m['dropped_clients'] == 0
 
 
+@pytest.mark.slow
 def test_eager_buckets_match_numpy(clients):
   compressor = qsgd.QSGDCompressor(2, bucket_size=64)
   xs = ref.flat(clients[1])
@@ -103,6 +105,7 @@ def test_unbiased():
   assert np.max(np.abs(nearest - x)) > 3 * bound
 
 
+@pytest.mark.slow
 def test_corrupted_streams_are_rejected(clients):
   compressor = qsgd.QSGDCompressor(LEVELS)
   streams, _ = compressor.encode([tf.constant(x) for x in ref.flat(clients[0])], None)

@@ -70,6 +70,7 @@ def test_bits_match_closed_form(clients, weighted_output):
   assert m['clients'] == 3 and m['dropped_clients'] == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('coding', terngrad.CODINGS)
 def test_eager_bytes_match_numpy(clients, coding):
   compressor = terngrad.TernGradCompressor(coding)

@@ -47,6 +47,7 @@ def _weighted_output(clients):
   return process.next(process.initialize(), clients, ref.WEIGHTS)
 
 
+@pytest.mark.slow
 def test_weighted_mean_matches_numpy(clients, weighted_output):
   decoded = []
   for client in clients:
@@ -96,6 +97,7 @@ def test_index_bits_are_counted_per_kept_element():
     assert 8 * num_bytes - 32 * 100 == diagnostics['index_bits']
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('index_code', top_k.INDEX_CODES)
 def test_eager_roundtrip_and_corruption(clients, index_code):
   compressor = top_k.TopKCompressor(fraction=0.05, index_code=index_code)

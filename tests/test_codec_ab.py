@@ -9,6 +9,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / 'benchmarks
 import codec_ab  # pylint: disable=wrong-import-position
 
 
+@pytest.mark.slow
 def test_against_head_is_the_same_code(update_path, capsys):
   assert codec_ab.main(['--against', 'HEAD', '--codec', 'elias_gamma', '--update',
                         str(update_path), '--steps', '1', '--repeats', '2']) == 0
@@ -17,6 +18,7 @@ def test_against_head_is_the_same_code(update_path, capsys):
   assert lines[1].startswith('step 1: encode ') and lines[1].endswith('; same bytes')
 
 
+@pytest.mark.slow
 def test_different_bytes_are_reported(update_path):
   integers = codec_ab.real_update_codecs.quantize(
       codec_ab.round_profile.load_update(update_path), 0.3)

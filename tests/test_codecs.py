@@ -9,6 +9,7 @@ from tff_rdq import codecs
 from tff_rdq.codecs import elias_gamma
 
 
+@pytest.mark.slow
 def test_closed_form_elias_gamma_bits_equal_real_encoded_length():
   rng = np.random.default_rng(0)
   cases = []

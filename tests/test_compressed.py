@@ -250,6 +250,7 @@ SUM_FACTORIES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', sorted(SUM_FACTORIES))
 def test_sum_factory_type_signatures(name):
   make, state_type, measurements = SUM_FACTORIES[name]
@@ -346,6 +347,7 @@ def test_round_where_every_client_is_corrupt_or_dropped_gives_zero_update():
   assert m['bits_per_parameter'] == 0.0 and m['aggregate_relative_distortion'] == 0.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('weighted', [True, False])
 def test_corrupt_quantized_client_leaves_the_mean_of_the_others(weighted):
   """Ours with `transport='count'`: a message whose status says dropped but
@@ -382,6 +384,7 @@ def test_corrupt_quantized_client_leaves_the_mean_of_the_others(weighted):
   assert m['distortion'] == pytest.approx(alone.measurements['distortion'], rel=1e-9)
 
 
+@pytest.mark.slow
 def test_aggregate_relative_distortion_against_numpy():
   """`||sum w x^ - sum w x||^2 / ||sum w x||^2` of the used clients, with the
   server's reconstructions recomputed in numpy (uniform rounding, fixed step)."""

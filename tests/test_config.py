@@ -86,7 +86,7 @@ def test_sweep_configs_get_the_merged_view(tmp_path):
       ('rdq_step_size=0.1', 'rms', 4), ('mean', 'rms', 4)]
   path = _write(tmp_path, 'rep.toml', 'base = "base.toml"\n[[setting]]\nname = "s"\n'
                 'corpus = "local"\noptimizer = "fedavg"\n[[setting.sweep]]\nmethod = "rdq"\n')
-  _, runs = reproduce.load(path)
+  runs = reproduce.load(path).runs
   assert [(r.label, r.config.training.rounds) for r in runs] == [('rdq', 4)]
 
 
@@ -182,7 +182,7 @@ def test_sweep_keys_must_be_read_by_their_runs(tmp_path):
 def test_repository_config_loads(path):
   raw = config_lib.read_toml(path)
   if 'setting' in raw:
-    _, runs = reproduce.load(path)
+    runs = reproduce.load(path).runs
     assert runs
   elif 'sweep' in raw:
     _, runs = compare.load(path)

@@ -325,6 +325,7 @@ def test_preprocess_fn_batches_epochs_and_max_elements():
   assert shapes == [(4, 20)] * 6 + [(1, 20)]
 
 
+@pytest.mark.slow
 def test_preprocess_fn_equals_tffs(corpus_dir):
   train, _, _ = stackoverflow.load_client_data(corpus_dir)
   vocab = ['a', 'b']

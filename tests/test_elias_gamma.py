@@ -64,6 +64,7 @@ def _split_blocks(data: bytes, num_elements: int, block_size: int):
   return streams
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('block_size', [1, 7, 1024])
 @pytest.mark.parametrize('name', sorted(CASES))
 def test_every_block_is_a_tfc_stream(name, block_size):
@@ -112,6 +113,7 @@ def test_corrupt_streams_are_detected(corruption):
     elias_gamma.decode(tf.constant(bad), len(values), 256)
 
 
+@pytest.mark.slow
 def test_bit_flips_never_decode_silently_wrong():
   values = CASES['laplace_sparse']
   data = bytearray(elias_gamma.encode(tf.constant(values), 512).numpy())
@@ -136,6 +138,7 @@ def test_rejects_bad_arguments():
     elias_gamma.encode(tf.constant([1]), 0)
 
 
+@pytest.mark.slow
 def test_runs_inside_federated_computation():
   values = CASES['laplace_dense']
   n = len(values)
@@ -157,6 +160,7 @@ def test_runs_inside_federated_computation():
     decode(stream[:-3])
 
 
+@pytest.mark.slow
 def test_general_paths_run_inside_federated_computation():
   # Values beyond the fast paths (|v| >= 2**16, INT32_MIN, codewords longer
   # than 32 bits) run the general encoder and the general decoding loop.
@@ -176,6 +180,7 @@ def test_general_paths_run_inside_federated_computation():
     assert stream == elias_gamma.encode(tf.constant(case), 1024).numpy()
 
 
+@pytest.mark.slow
 def test_many_random_streams_match_tfc():
   # Covers streams that end exactly on a 64-bit word boundary, with and
   # without a trailing run (a field of length 0 at the very end).
@@ -221,6 +226,7 @@ def test_lookup_table_entries_decode_their_window():
   assert usable > 2**(bits - 1)
 
 
+@pytest.mark.slow
 def test_codewords_around_the_decoders_lookup_length_round_trip():
   # The fast decoder looks up codewords of at most `_TABLE_BITS` (16) bits
   # in a table and decodes longer ones arithmetically: codewords of 3 to 55
@@ -390,6 +396,7 @@ def test_non_canonical_forms_are_rejected_inside_federated_computation():
     assert not np.any(decoded), form
 
 
+@pytest.mark.slow
 def test_accepted_streams_are_exactly_the_encodings():
   # Seeded fuzz: whatever is accepted re-encodes to the very same bytes.
   rng = np.random.default_rng(2027)
@@ -421,6 +428,7 @@ def test_accepted_streams_are_exactly_the_encodings():
   assert accepted < 100
 
 
+@pytest.mark.slow
 def test_decode_many_equals_separate_decodes_with_corruption():
   # One decoding loop for several vectors: the same values and flags as
   # separate calls, and a corrupt vector leaves the others intact.

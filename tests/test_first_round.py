@@ -11,6 +11,7 @@ sys.path.insert(0, str(REPO / 'benchmarks'))
 import first_round  # pylint: disable=wrong-import-position
 
 
+@pytest.mark.slow
 def test_times_each_codec_in_a_fresh_process(capsys):
   assert first_round.main(['--config', str(REPO / 'configs' / 'tiny.toml'),
                            '--codecs', 'elias_gamma', '--clients', '1', '--rounds', '1']) == 0

@@ -47,6 +47,7 @@ def _select(rows, round_num, rounding, codec):
                  and r['codec'] == codec), key=lambda r: r['step'])
 
 
+@pytest.mark.slow
 def test_rows_cover_the_default_combinations(run):
   _, _, rows = run
   pairs = {(r['rounding'], r['codec']) for r in rows}

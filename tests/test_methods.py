@@ -66,6 +66,7 @@ def test_method_names():
   assert set(methods.method_names()) == set(EXPECTED)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', sorted(EXPECTED))
 def test_weighted_type_signatures(name):
   factory = methods.build_factory(config_lib.AggregatorConfig(

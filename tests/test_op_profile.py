@@ -10,6 +10,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / 'benchmarks
 import op_profile  # pylint: disable=wrong-import-position
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('codec', ['elias_gamma', 'run_length_rans'])
 def test_prints_both_phases_with_consistent_totals(update_path, codec, capsys):
   assert op_profile.main(['--update', str(update_path), '--codec', codec,

@@ -24,6 +24,7 @@ _SPEC.loader.exec_module(fuzz_payloads)
 CASES_PER_CATEGORY = 12
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('codec', fuzz_payloads.CODECS)
 def test_every_corruption_is_rejected_or_exact(codec):
   categories = list(fuzz_payloads.CATEGORIES)

@@ -39,6 +39,7 @@ def uniform_process():
   return quantize_encode.QuantizeEncodeFactory(STEP).create(VALUE_TYPE, WEIGHT_TYPE)
 
 
+@pytest.mark.slow
 def test_weighted_mean_bits_distortion_sparsity_match_numpy(uniform_process):
   updates, weights = _updates(3), [1.0, 2.0, 5.0]
   output = uniform_process.next(uniform_process.initialize(), updates, weights)
@@ -91,6 +92,7 @@ def test_nonfinite_client_is_dropped_and_counted(uniform_process):
       clean.measurements['uplink_bits'] + 2 * MESSAGE_BITS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('rounding', ['uniform', 'stochastic', 'dithered'])
 @pytest.mark.parametrize('normalization', ['none', 'rms'])
 def test_server_reconstructs_what_client_measured(rounding, normalization):
@@ -116,6 +118,7 @@ def test_server_reconstructs_what_client_measured(rounding, normalization):
     assert mse == pytest.approx(expected, rel=0.1)
 
 
+@pytest.mark.slow
 def test_unweighted_mean_and_clipping_compose():
   factory = tff.aggregators.UnweightedMeanFactory(
       value_sum_factory=quantize_encode.QuantizeEncodeSumFactory(STEP))
@@ -162,6 +165,7 @@ class _TruncatingCompressor(quantize_encode.QuantizeEncodeCompressor):
     return [tf.strings.substr(s, 0, tf.strings.length(s) - 1) for s in streams], diagnostics
 
 
+@pytest.mark.slow
 def test_corrupted_payload_stops_the_round_with_clear_error():
   compressor = quantize_encode.QuantizeEncodeCompressor(STEP)
   streams, _ = compressor.encode([tf.constant(_updates(1)[0]['scale'])], tf.constant(STEP))
@@ -185,6 +189,7 @@ def _flip_step_bit(message):
   return message
 
 
+@pytest.mark.slow
 def test_flipped_step_header_bit_stops_the_round():
   updates, weights = _updates(3), [1.0, 2.0, 5.0]
 
@@ -217,6 +222,7 @@ def test_flipped_step_header_bit_stops_the_round():
   np.testing.assert_allclose(output.result['kernel'], expected['kernel'], rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('rounding', ['stochastic', 'dithered'])
 def test_noise_is_fresh_every_round_and_reproducible(rounding):
   process = quantize_encode.QuantizeEncodeSumFactory(STEP, rounding=rounding).create(VALUE_TYPE)
@@ -255,6 +261,7 @@ def _keras_model():
   ])
 
 
+@pytest.mark.slow
 def test_drop_in_model_aggregator_for_weighted_fed_avg():
   rng = np.random.default_rng(0)
   true_w = rng.normal(size=(20, 4)).astype(np.float32)

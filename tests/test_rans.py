@@ -312,6 +312,7 @@ def test_garbage_of_any_length_is_rejected():
       assert not ok or (n == 0 and garbage == _encode(CASES['empty']))
 
 
+@pytest.mark.slow
 def test_bit_flips_are_detected():
   # Without escapes every bit is checked: header ranges, table sum, lane
   # states, the final states (= L), counts, length and padding.
@@ -359,6 +360,7 @@ def test_registered_codec():
     codecs.RansCodec(lane_overhead=-1.0)
 
 
+@pytest.mark.slow
 def test_runs_inside_federated_computation():
   values = CASES['laplace_dense']
   n = len(values)
@@ -524,6 +526,7 @@ def test_encoder_choices_are_free():
   assert not _decode(_reference_encode(CASES['empty'], 0, 0, 5, extra_classes=1)[0], 0)[1]
 
 
+@pytest.mark.slow
 def test_accepted_streams_are_exactly_the_encodings():
   # Seeded fuzz: whatever is accepted is the canonical stream of the decoded
   # values for the header's (K, R, lanes).

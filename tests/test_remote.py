@@ -140,6 +140,7 @@ def _run_rounds(process, state, datasets):
   return weights, measurements, train
 
 
+@pytest.mark.slow
 def test_rounds_split_across_two_workers_match_local(two_workers):
   process = tff.learning.algorithms.build_weighted_fed_avg(
       _model_fn,

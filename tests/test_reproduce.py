@@ -48,7 +48,10 @@ def _write(tmp_path, corpus, settings):
 
 
 def test_repository_config_loads():
-  _, runs = reproduce.load(REPO / 'configs' / 'reproduce_local.toml')
+  loaded = reproduce.load(REPO / 'configs' / 'reproduce_local.toml')
+  # The first sweep: no pre-registered rules, its report where it always was.
+  assert loaded.analysis is None and loaded.docs_dir == 'docs/reproduction'
+  runs = loaded.runs
   settings = {r.setting for r in runs}
   assert settings == {'local_fedadam', 'sotu_fedadam', 'local_fedavg', 'sotu_fedavg'}
   assert sum(r.saves_updates for r in runs) == 4
@@ -62,7 +65,7 @@ def test_repository_config_loads():
 
 
 def test_settings_and_runs(tmp_path):
-  _, runs = reproduce.load(_write(tmp_path, tmp_path, TINY_SETTINGS))
+  runs = reproduce.load(_write(tmp_path, tmp_path, TINY_SETTINGS)).runs
   assert [(r.setting, r.label) for r in runs] == [
       ('a_fedavg', 'mean'), ('a_fedavg', 'rdq_step_size=0.002'),
       ('b_fedadam', 'rdq_step_size=0.002'), ('b_fedadam', 'rdq_step_size=0.01_training.seed=1')]
@@ -131,7 +134,7 @@ def test_tiny_sweep_writes_report_and_skips_finished_runs(tmp_path, small_corpus
   assert cli.main(['reproduce', str(path), '--no-progress', '--docs-dir', str(docs)]) == 0
   out = capfd.readouterr().out
   assert out.count(': running') == 4 and 'elapsed' in out
-  _, runs = reproduce.load(path)
+  runs = reproduce.load(path).runs
   # Each run got its own config, the updates-saving run first and real.
   assert [real for _, real in fake_runs.calls] == [True, False, False, False]
   assert [c for c, _ in fake_runs.calls] == [r.config for r in reproduce.run_order(runs)]
@@ -259,13 +262,14 @@ def _csv(path):
 
 
 def test_report_numbers_match_the_claims_functions(tmp_path):
-  _, runs = reproduce.load(_write(tmp_path, tmp_path, SYNTHETIC_SETTINGS))
+  runs = reproduce.load(_write(tmp_path, tmp_path, SYNTHETIC_SETTINGS)).runs
   docs = tmp_path / 'reproduction'
   _fake_results(docs, runs)
   path = reproduce.report(runs, docs)
   text = path.read_text()
   assert path == tmp_path / 'reproduction.md'
   assert 'Runs finished: 8 of 9' in text and '- run `other/rdq_step_size=0.3`' in text
+  assert reproduce.reporting.NO_ANALYSIS_NOTE in text  # No [analysis]: no paired verdicts.
   assert 'Sweep wall time so far: 8.0 min' in text
 
   compressed = [label for label in SYNTHETIC if not label.startswith('mean')]
@@ -307,7 +311,8 @@ def test_report_numbers_match_the_claims_functions(tmp_path):
     row = claim1[(key, 0.1)]
     assert int(row['updates']) == 8
     assert float(row['cv']) == pytest.approx(claims.coefficient_of_variation(bits))
-    shares = claims.variance_shares(bits, {'corpus': [0] * 4 + [1] * 4})
+    # Shares are of log2 bits, the corpus entering first (its one-way share).
+    shares = claims.variance_shares([math.log2(b) for b in bits], {'corpus': [0] * 4 + [1] * 4})
     assert float(row['share_corpus']) == pytest.approx(shares['corpus'])
     # The two corpora differ by a factor only: the same CV within each.
     assert float(row['cv_within_corpus']) == pytest.approx(
@@ -329,9 +334,10 @@ def test_outcome_against_a_baseline_uses_the_seed_spread():
   assert reproduce._outcome(ours, 6.5, 0.1, 0.1) == 'not comparable'  # Fewer bits than ours.
 
 
+@pytest.mark.slow
 def test_summary_goes_between_the_readme_markers(tmp_path, capsys):
   config = _write(tmp_path, tmp_path, SYNTHETIC_SETTINGS)
-  _, runs = reproduce.load(config)
+  runs = reproduce.load(config).runs
   docs = tmp_path / 'reproduction'
   _fake_results(docs, runs)
   reproduce.report(runs, docs)
@@ -352,7 +358,10 @@ def test_summary_goes_between_the_readme_markers(tmp_path, capsys):
     assert cli.main(['reproduce', str(config), '--report-only', '--docs-dir', str(docs),
                      '--readme', str(readme)]) == 0
   text = readme.read_text()
-  assert 'old numbers' not in text and text.count(summary.strip()) == 1
+  # The summary's links, written from docs/, are rebased to the README's folder.
+  rebased = reproduce.markdown.rebase_links(summary, docs, tmp_path)
+  assert '](reproduction.md)' in rebased and '](../reproduction.md)' in summary
+  assert 'old numbers' not in text and text.count(rebased.strip()) == 1
   assert text.startswith('# Title\n\nbefore\n') and text.endswith(f'{reproduce.README_END}\nafter\n')
 
   (tmp_path / 'NO_MARKERS.md').write_text('# Title\n')
@@ -368,6 +377,9 @@ def test_readme_summary_is_the_saved_report():
   # with `--report-only --readme docs/results.md` whenever the report is.
   root = pathlib.Path(__file__).resolve().parents[1]
   readme = (root / 'docs/results.md').read_text()
-  begin = readme.index(reproduce.README_BEGIN) + len(reproduce.README_BEGIN)
-  block = readme[begin:readme.index(reproduce.README_END)]
-  assert block.strip() == (root / 'docs/reproduction/summary.md').read_text().strip()
+  begin, end = reproduce.readme_summary(readme)
+  assert readme[begin:].startswith(reproduce.README_BEGIN)
+  block = readme[begin + len(reproduce.README_BEGIN):end]
+  docs = root / 'docs/reproduction'
+  assert block.strip() == reproduce.markdown.rebase_links(
+      (docs / 'summary.md').read_text(), docs, root / 'docs').strip()

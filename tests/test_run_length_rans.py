@@ -90,6 +90,7 @@ def _decode(data: bytes, n: int):
   return values.numpy(), bool(ok)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('lane_overhead', LANE_OVERHEADS)
 @pytest.mark.parametrize('name', list(CASES))
 def test_round_trip_and_bytes_equal_numpy_reference(name, lane_overhead):
@@ -186,6 +187,7 @@ def test_coded_bits_near_the_models_ideal_length():
   assert ideal <= 8 * len(data) <= 1.01 * ideal
 
 
+@pytest.mark.slow
 def test_encode_and_decode_inside_tff_computations():
   values = CASES['rows']
   n = values.size
@@ -210,6 +212,7 @@ def test_encode_and_decode_inside_tff_computations():
   assert not ok
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', ['laplace_dense', 'rows', 'sign_runs', 'huge'])
 def test_rejects_truncated_extended_and_corrupted_streams(name):
   values = CASES[name]
@@ -304,6 +307,7 @@ def _updates(num_clients, seed=0):
   return updates
 
 
+@pytest.mark.slow
 def test_weighted_mean_round_with_the_codec():
   process = quantize_encode.QuantizeEncodeFactory(STEP, codec='run_length_rans').create(
       VALUE_TYPE, tff.TensorType(np.float32))
@@ -343,6 +347,7 @@ def test_orders_with_more_columns_than_the_class_map_holds():
   assert len(data) < int(tf.size(elias_gamma.encode_to_bytes(tf.constant(values))))
 
 
+@pytest.mark.slow
 def test_decode_many_equals_separate_decodes_with_corruption():
   # One decoding loop for the lanes of several vectors: the same values and
   # flags as separate calls, and a corrupt vector leaves the others intact.
@@ -378,6 +383,7 @@ def test_decode_many_equals_separate_decodes_with_corruption():
   assert rejected > 10
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('lane_overhead', LANE_OVERHEADS)
 def test_encode_many_equals_separate_encodes(lane_overhead):
   # One encoding loop for the lanes of all vectors (of different `K`, lane

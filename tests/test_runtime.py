@@ -14,6 +14,7 @@ def _add_one(x):
   return x + 1
 
 
+@pytest.mark.slow
 def test_no_worker_starts_after_stop_late_workers():
   with runtime.local_execution_context():
     assert _add_one(1) == 2

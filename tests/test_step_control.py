@@ -101,6 +101,7 @@ def lagrangian_processes():
           for lam in LAMBDAS}
 
 
+@pytest.mark.slow
 def test_lagrangian_client_choice_is_brute_force_argmin(lagrangian_processes):
   lam = LAMBDAS[2]
   process = lagrangian_processes[lam]
@@ -135,6 +136,7 @@ def test_lagrangian_client_choice_is_brute_force_argmin(lagrangian_processes):
   assert output.state['step_size'] == np.float32(CENTRE)
 
 
+@pytest.mark.slow
 def test_larger_lambda_gives_smaller_step_and_lower_distortion(lagrangian_processes):
   updates = [_update(s, seed=i) for i, s in enumerate(CLIENT_SCALES)]
   results = []
@@ -148,6 +150,7 @@ def test_larger_lambda_gives_smaller_step_and_lower_distortion(lagrangian_proces
   assert bits[0] < bits[1] < bits[2]
 
 
+@pytest.mark.slow
 def test_lagrangian_dithered_rms_server_reconstructs_what_client_measured():
   process = quantize_encode.QuantizeEncodeSumFactory(
       rounding='dithered', normalization='rms',
@@ -167,6 +170,7 @@ def test_lagrangian_dithered_rms_server_reconstructs_what_client_measured():
 
 # -------------------------------------------------------------- global vote
 
+@pytest.mark.slow
 def test_global_vote_recentres_beyond_the_initial_band():
   control = sc.GlobalVote(1e5, initial=1.0, num_candidates=5, spread=2.0)
   initial_band = control.candidate_steps(1.0)
@@ -201,6 +205,7 @@ def test_global_vote_recentres_beyond_the_initial_band():
 
 # --------------------------------------------------------------- bit budget
 
+@pytest.mark.slow
 @pytest.mark.parametrize('weighted,target,initial', [(True, 1.0, 0.05), (False, 2.5, 0.5)])
 def test_bit_budget_meets_target_over_a_run(weighted, target, initial):
   control = sc.BitBudget(target, initial)
@@ -236,6 +241,7 @@ def test_bit_budget_meets_target_over_a_run(weighted, target, initial):
   assert np.mean(bits[-10:]) == pytest.approx(target, rel=0.15)
 
 
+@pytest.mark.slow
 def test_bit_budget_payload_fields_are_exact_byte_differences():
   """Each client sends, per other candidate, its payload's byte difference
   (int32, counted); the server's curve is its measured rate plus their mean."""
@@ -272,6 +278,7 @@ def test_bit_budget_payload_fields_are_exact_byte_differences():
 
 # ---------------------------------------------------------------- schedules
 
+@pytest.mark.slow
 @pytest.mark.parametrize('schedule', [
     sc.Schedule(0.1, 'exponential', decay=0.8, minimum=0.04),
     sc.Schedule(0.1, 'step', decay=0.5, every=2),

@@ -169,6 +169,7 @@ def _tff_discretization(bits, scale):
       tff_internals.discretization.DiscretizationFactory(inner, scale_factor=scale, stochastic=False)))
 
 
+@pytest.mark.slow
 def test_discretization_matches_tff_over_rounds():
   bits, scale, seed = 8, 10.0, 4242
   updates, weights = _updates(scale=0.5), [1.0, 1.0, 1.0]
@@ -198,6 +199,7 @@ def test_discretization_matches_tff_over_rounds():
   assert 0 < m['distortion'] <= (0.5 / scale) ** 2 * 4608 / NUM_PARAMS
 
 
+@pytest.mark.slow
 def test_measured_compression_aggregator_equals_tff_compression_aggregator():
   shapes = collections.OrderedDict(dense=(25000,), bias=(100,))
   value_type = tff.types.to_type(collections.OrderedDict(

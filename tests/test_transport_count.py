@@ -141,6 +141,7 @@ def _assert_identical(real, count):
     tf.nest.map_structure(np.testing.assert_array_equal, r.state, c.state)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('control', [
     None,
     step_control.BitBudget(target_bits=2.0, initial=0.05, num_candidates=3),
@@ -160,6 +161,7 @@ def test_weighted_rounds_identical_in_both_transports(control):
   assert real[0].measurements['uplink_bits'] > 0
 
 
+@pytest.mark.slow
 def test_sum_rounds_identical_in_both_transports():
   # Dithered rounding (the seed in the header), large integers (the general
   # encoder), the Lagrangian vote in the payload, no checksum.
@@ -188,6 +190,7 @@ def test_bad_transport_and_codec_without_closed_form_raise_clear_errors():
   assert factory.compressor.transport == 'count' and factory.compressor.counts_bits
 
 
+@pytest.mark.slow
 def test_tiny_fedavg_identical_in_both_transports(small_corpus):
   overrides = ['data.source="stackoverflow"', f'data.cache_dir="{small_corpus}"',
                'training.rounds=2']

@@ -349,6 +349,7 @@ def test_rule_has_power_against_a_real_difference():
   assert better / 200 > 0.8
 
 
+@pytest.mark.slow
 def test_relabelled_null_rate():
   rng = np.random.default_rng(3)
   runs, n_seeds = 8, 5

@@ -57,9 +57,10 @@ def _parser() -> argparse.ArgumentParser:
                          help='only write the report from the results saved so far')
   reproduce.add_argument('--only', action='append', default=[], metavar='SETTING',
                          help='run only this setting (repeatable); the report covers all')
-  reproduce.add_argument('--docs-dir', default='docs/reproduction',
+  reproduce.add_argument('--docs-dir', default=None,
                          help='where results are copied and the report is written '
-                         '(the report is DIR.md); default docs/reproduction')
+                         '(the report is DIR.md); default: the config\'s docs_dir '
+                         '(docs/reproduction if it names none)')
   reproduce.add_argument('--readme', default=None, metavar='PATH',
                          help='also put the report\'s summary (DIR/summary.md) between '
                          'the reproduction summary markers of this Markdown file (e.g. docs/results.md)')
@@ -140,15 +141,16 @@ def main(argv=None) -> int:
       return 0
     if args.command == 'reproduce':
       from tff_rdq.experiments import reproduce  # pylint: disable=g-import-not-at-top
+      loaded = reproduce.load(args.config, args.overrides)
+      docs_dir = args.docs_dir or loaded.docs_dir
       if args.report_only:
-        _, runs = reproduce.load(args.config, args.overrides)
-        path = reproduce.report(runs, args.docs_dir)
+        path = reproduce.report(loaded.runs, docs_dir, loaded.analysis)
       else:
         path = reproduce.sweep(args.config, args.overrides, progress=not args.no_progress,
-                               docs_dir=args.docs_dir, only=tuple(args.only))
+                               docs_dir=docs_dir, only=tuple(args.only))
       print(f'report in {path}')
       if args.readme:
-        reproduce.update_readme(args.readme, pathlib.Path(args.docs_dir) / 'summary.md')
+        reproduce.update_readme(args.readme, pathlib.Path(docs_dir) / 'summary.md')
         print(f'summary in {args.readme}')
       return 0
     config = config_lib.load(args.config, args.overrides)

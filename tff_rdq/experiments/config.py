@@ -70,7 +70,16 @@ class TrainingConfig:
   server_momentum: float = 0.0
   seed: int = 0
   eval_every: int = 100
+  # Evaluations before this round are skipped (0: from the start); the last
+  # round is always evaluated. E.g. eval_every = 5, eval_from = 65 of 80
+  # rounds: 65, 70, 75 and 80, all that a mean of the last 4 needs.
+  eval_from: int = 0
   checkpoint_every: int = 1
+
+  def evaluates(self, round_num: int) -> bool:
+    """Whether round `round_num` (1-based) ends with an evaluation."""
+    return round_num == self.rounds or (
+        round_num % self.eval_every == 0 and round_num >= self.eval_from)
 
 
 @dataclasses.dataclass

@@ -203,6 +203,39 @@ def local_execution_context():
     stop_tff_workers()
 
 
+_NATIVE_COMPILE = None  # TFF's own `desugar_and_transform_to_native`, once replaced.
+
+
+def set_static_grappler(enabled: bool) -> None:
+  """Whether local C++ contexts installed from now on run TFF's static Grappler pass.
+
+  TFF's native compiler (`compiler.desugar_and_transform_to_native`, looked up
+  when a local C++ context is installed) runs Grappler over every computation
+  it compiles. The pass only optimizes (the same values come out); it makes
+  training graphs faster, but on the codecs' large graphs it costs most of a
+  first round (`benchmarks/first_round.py`: run-length rANS 58 s with it, 4 s
+  without). The experiment keeps it (the default); the test suite turns it off
+  for its in-process unit tests, whose computations run a few rounds each.
+  Contexts installed before the call keep the compiler they were made with.
+  """
+  global _NATIVE_COMPILE
+  from tff_rdq import tff_internals  # pylint: disable=g-import-not-at-top
+  compiler = tff_internals.compiler
+  if _NATIVE_COMPILE is None:
+    _NATIVE_COMPILE = compiler.desugar_and_transform_to_native
+
+  def compile_without_grappler(comp):
+    desugared, _ = tff_internals.tensorflow_tree_transformations.replace_intrinsics_with_bodies(
+        comp.to_building_block())
+    return compiler.transform_to_native_form(
+        tff_internals.ConcreteComputation(
+            computation_proto=desugared.proto, context_stack=tff_internals.context_stack),
+        grappler_config=None)
+
+  compiler.desugar_and_transform_to_native = (
+      _NATIVE_COMPILE if enabled else compile_without_grappler)
+
+
 # ----------------------------------------------------------------------------
 # Workers: `tff-rdq worker --port P`.
 

@@ -36,6 +36,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 import tqdm
 
+from tff_rdq import codecs
 from tff_rdq.experiments import config as config_lib
 from tff_rdq.experiments import methods
 from tff_rdq.experiments import plots
@@ -44,12 +45,15 @@ from tff_rdq.experiments import data as data_lib
 from tff_rdq import tff_internals
 from tff_rdq.experiments import runtime
 
+# With `aggregator.compare_codecs` (rdq): the bits per parameter each other
+# codec would have sent for the same integers; empty otherwise.
+COMPARED_CODEC_COLUMNS = tuple(f'bits_per_parameter_{name}' for name in codecs.CODEC_NAMES)
 COLUMNS = (
     'round', 'clients', 'bits_per_parameter', 'uplink_bytes', 'cumulative_uplink_bytes',
     'side_info_bits', 'distortion', 'relative_distortion', 'aggregate_relative_distortion',
     'sparsity', 'step_size', 'step_size_std', 'dropped_clients', 'corrupt_clients', 'train_loss', 'train_accuracy', 'round_seconds',
     'eval_loss', 'eval_accuracy', 'eval_accuracy_without_oov',
-    'eval_accuracy_without_oov_or_eos',
+    'eval_accuracy_without_oov_or_eos', *COMPARED_CODEC_COLUMNS,
 )
 _NUM_OOV_BUCKETS = 1
 
@@ -180,7 +184,9 @@ def _aggregator_row(measurements, num_parameters: int, clients: int, uncompresse
                 relative_distortion=0.0, aggregate_relative_distortion=0.0,
                 sparsity='', step_size='', step_size_std='', dropped_clients=0,
                 corrupt_clients=0, aggregated_clients=clients)
+  compared = {k: float(measurements[k]) for k in COMPARED_CODEC_COLUMNS if k in measurements}
   return dict(
+      **compared,
       bits_per_parameter=float(measurements['bits_per_parameter']),
       uplink_bytes=float(measurements['uplink_bits']) / 8,
       side_info_bits=int(measurements['side_info_bits']),
@@ -355,7 +361,7 @@ def _train(config, process, state, manager, log, start_round, client_ids, train,
           'lower the learning rates or the step size.')
     cumulative += row['uplink_bytes']
     row['cumulative_uplink_bytes'] = cumulative
-    if round_num % training.eval_every == 0 or round_num == training.rounds:
+    if training.evaluates(round_num):
       row.update(evaluate(process, state, config.model, eval_data, vocab))
     log.append(row)
     if round_num % training.checkpoint_every == 0 or round_num == training.rounds:
@@ -387,6 +393,7 @@ def _train(config, process, state, manager, log, start_round, client_ids, train,
       if rows else float('nan'),
       'corrupt_clients': int(sum(_float(r['corrupt_clients']) for r in rows
                                  if r.get('corrupt_clients') not in (None, ''))),
+      **_compared_codec_means(rows),
       'median_round_seconds': float(np.median(times)) if times else float('nan'),
       # Training rounds only (`process.next`), first round included; without evaluation.
       'train_seconds': float(sum(float(r['round_seconds']) for r in rows)),
@@ -395,3 +402,13 @@ def _train(config, process, state, manager, log, start_round, client_ids, train,
 
 def _float(value) -> float:
   return float(value) if value not in (None, '') else float('nan')
+
+
+def _compared_codec_means(rows) -> dict:
+  """`mean_<column>` of each `COMPARED_CODEC_COLUMNS` column the rows fill (compare_codecs)."""
+  means = {}
+  for column in COMPARED_CODEC_COLUMNS:
+    values = [_float(r.get(column)) for r in rows]
+    if values and not any(math.isnan(v) for v in values):
+      means[f'mean_{column}'] = float(np.mean(values))
+  return means

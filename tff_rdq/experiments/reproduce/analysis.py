@@ -5,6 +5,9 @@ import math
 import numpy as np
 
 from tff_rdq.experiments import claims
+from tff_rdq.experiments.reproduce import claim1 as claim1_lib
+# `bits_at` is the package's (one implementation, in `claim1`).
+from tff_rdq.experiments.reproduce.claim1 import bits_at  # pylint: disable=unused-import
 from tff_rdq.experiments.reproduce.results import NORMALIZATIONS, _normalization_name
 
 # Claim 1: relative distortions at which bits per parameter are compared.
@@ -13,23 +16,6 @@ TARGET_DISTORTIONS = (0.1, 0.01)
 CV_SUPPORTED, CV_PARTLY = 0.1, 0.25
 CLAIM2_P = 0.05  # Claim 2 needs a permutation p-value below this (and the interval above 0).
 ONE_BIT_RANGE = (0.5, 2.0)
-
-
-def bits_at(rows, key: str, target: float) -> float:
-  """Bits per parameter of one update's curve at distortion `target`.
-
-  Linear in (log distortion, log bits) between the two grid points around
-  `target`; NaN outside the grid's range (no extrapolation).
-  """
-  points = sorted((r[key], r['bits_per_parameter']) for r in rows
-                  if r[key] > 0 and r['bits_per_parameter'] > 0)
-  for (d0, b0), (d1, b1) in zip(points, points[1:]):
-    if d0 <= target <= d1:
-      if d1 == d0:
-        return b0
-      t = (math.log(target) - math.log(d0)) / (math.log(d1) - math.log(d0))
-      return math.exp(math.log(b0) + t * (math.log(b1) - math.log(b0)))
-  return math.nan
 
 
 def _outcome(ours, loss, bits, spread) -> str:
@@ -70,42 +56,34 @@ def _claim2(setting, finished) -> dict | None:
 
 
 def _claim1(frontier_rows) -> list[dict]:
-  """Per (normalization, target): CV of bits across updates and variance shares."""
-  updates = {}
-  for row in frontier_rows:
-    updates.setdefault((row['setting'], row['round'], row['client']), []).append(row)
-  # Round as its position among the setting's saved rounds (early, middle, late).
-  positions = {}
-  for setting in {k[0] for k in updates}:
-    rounds = sorted({k[1] for k in updates if k[0] == setting})
-    positions.update({(setting, r): i for i, r in enumerate(rounds)})
+  """Per (normalization, target): CV of bits across updates and variance shares.
+
+  `cv`, `mean_bits` and `cv_within_corpus` are of bits per parameter at the
+  target; the `share_*` are `claim1.shares_table`'s, of log2 bits, with the
+  real client id (sequential: corpus, optimizer, round, client, residual).
+  """
+  table = claim1_lib.update_table(frontier_rows, NORMALIZATIONS, TARGET_DISTORTIONS)
+  shares = {(s['normalization'], s['target']): s for s in claim1_lib.shares_table(table)}
   results = []
   for key in NORMALIZATIONS:
     for target in TARGET_DISTORTIONS:
-      values, factors = [], {'corpus': [], 'optimizer': [], 'round': [], 'client': []}
-      for (setting, round_num, client), rows in sorted(updates.items()):
-        bits = bits_at(rows, key, target)
-        if math.isnan(bits):
-          continue
-        values.append(bits)
-        factors['corpus'].append(rows[0]['corpus'])
-        factors['optimizer'].append(rows[0]['optimizer'])
-        factors['round'].append(positions[(setting, round_num)])
-        factors['client'].append(client)
-      shares = (claims.variance_shares(values, factors) if len(values) >= 2
-                else dict.fromkeys(factors, math.nan))
+      rows = [u for u in table if u['normalization'] == key and u['target'] == target]
+      reached = [u for u in rows if not math.isnan(u['bits'])]
+      values = [u['bits'] for u in reached]
       # Within one corpus: is the frontier the same across the other factors?
-      by_corpus = {c: [v for v, label in zip(values, factors['corpus']) if label == c]
-                   for c in sorted(set(factors['corpus']))}
+      by_corpus = {c: [u['bits'] for u in reached if u['corpus'] == c]
+                   for c in sorted({u['corpus'] for u in reached})}
       within = [claims.coefficient_of_variation(v) for v in by_corpus.values() if len(v) >= 2]
+      share = shares.get((key, target), {})
       results.append(dict(normalization=key, target=target, updates=len(values),
-                          outside_grid=len(updates) - len(values),
+                          outside_grid=len(rows) - len(values),
                           mean_bits=float(np.mean(values)) if values else math.nan,
                           cv=claims.coefficient_of_variation(values),
                           cv_within_corpus=max(within) if within else math.nan,
                           mean_bits_by_corpus='; '.join(
                               f'{c} {np.mean(v):.3g}' for c, v in by_corpus.items()),
-                          **{f'share_{k}': v for k, v in shares.items()}))
+                          **{f'share_{k}': share.get(f'share_{k}', math.nan)
+                             for k in (*claim1_lib.FACTORS, 'residual')}))
   return results
 
 

@@ -1,6 +1,11 @@
-"""The claims report (`report`), its short form for the README and `update_readme`."""
+"""The claims report (`report`), its short form for the README and `update_readme`.
 
-import math
+With the sweep config's `[analysis]` table the report is the paired one
+(`paired_report`): verdicts on arms of paired seeds by the pre-registered
+rules. Without it (the first sweep) it is the first sweep's report, which
+gives no such verdicts and says so.
+"""
+
 import pathlib
 
 import matplotlib
@@ -12,31 +17,34 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-imp
 from tff_rdq.experiments import claims
 from tff_rdq.experiments import compare
 from tff_rdq.experiments import config as config_lib
+from tff_rdq.experiments import verdicts as verdicts_lib
+from tff_rdq.experiments.reproduce import claim1 as claim1_lib
+from tff_rdq.experiments.reproduce import paired_report
 from tff_rdq.experiments.reproduce.analysis import (
     ONE_BIT_RANGE, TARGET_DISTORTIONS, _best_normalization, _claim1, _claim2, _one_bit,
     _outcome, _verdicts)
+from tff_rdq.experiments.reproduce.markdown import fmt as _fmt
+from tff_rdq.experiments.reproduce.markdown import link, rebase_links
+from tff_rdq.experiments.reproduce.markdown import table as _table
 from tff_rdq.experiments.reproduce.results import (
-    DEFAULT_DOCS_DIR, NORMALIZATIONS, _frontier_path, _frontier_seconds_path,
-    _normalization_name, _read_json, _run_docs, _write_csv, finished_summary, read_frontier)
-from tff_rdq.experiments.reproduce.settings import Run
+    NORMALIZATIONS, _frontier_path, _frontier_seconds_path, _normalization_name, _read_json,
+    _run_docs, _write_csv, finished_summary, read_frontier)
+from tff_rdq.experiments.reproduce.settings import DEFAULT_DOCS_DIR, Run
 # pylint: enable=wrong-import-position
 
 # The README lines between these markers are `DOCS/summary.md` (`update_readme`).
+# The begin marker is found by its start, `_README_BEGIN_START` (older ones named
+# the summary's path), and rewritten.
 README_BEGIN = ('<!-- reproduction summary: written by `tff-rdq reproduce CONFIG --report-only '
-                '--readme docs/results.md` from docs/reproduction/summary.md; do not edit -->')
+                '--readme PATH` from the sweep\'s DOCS/summary.md, its links made relative to '
+                'this file; do not edit -->')
 README_END = '<!-- end of reproduction summary -->'
-
-
-def _fmt(value, digits=4) -> str:
-  if value is None or (isinstance(value, float) and math.isnan(value)):
-    return 'n/a'
-  return f'{value:.{digits}g}' if isinstance(value, float) else str(value)
-
-
-def _table(header, rows) -> str:
-  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
-  lines += ['| ' + ' | '.join(_fmt(v) for v in row) + ' |' for row in rows]
-  return '\n'.join(lines) + '\n'
+_README_BEGIN_START = '<!-- reproduction summary:'
+# In the report of a sweep whose config has no `[analysis]` table (the first sweep).
+NO_ANALYSIS_NOTE = (
+    'This sweep\'s config has no `[analysis]` table, so this report gives no verdicts on '
+    'arms of paired seeds by pre-registered rules (`tff_rdq.experiments.verdicts`); the '
+    'verdicts below are the first sweep\'s, on single runs.\n\n')
 
 
 def _accuracy_section(setting, finished, docs_dir) -> tuple[str, list[dict], list[dict]]:
@@ -218,10 +226,14 @@ def _claim2_section(settings, finished, docs_dir) -> tuple[str, list[dict]]:
   return ''.join(out), claim2
 
 
-def _claim1_section(frontier_rows, docs_dir) -> tuple[str, list[dict]]:
-  """Claim 1's table and plot (`frontier_curves.png`); writes `claim1.csv`."""
+def _claim1_section(frontier_rows, docs_dir, tolerance=None) -> tuple[str, list[dict]]:
+  """Claim 1's tables and plot (`frontier_curves.png`); writes `claim1.csv` and the
+  `claim1_KEY.csv` of `claim1.analyse` (KEY: shares, regressions, fixed_step,
+  updates), `tolerance` being the `[analysis]` table's `claim1_tolerance`
+  (None: `claim1.DEFAULT_TOLERANCE`)."""
   out = ['## Claim 1: the rate-distortion frontier is consistent\n\n']
   claim1 = _claim1(frontier_rows) if frontier_rows else []
+  analysis = claim1_lib.analyse(frontier_rows, NORMALIZATIONS, TARGET_DISTORTIONS, tolerance)
   if claim1:
     _plot_frontier(frontier_rows, docs_dir / 'frontier_curves.png')
     n_updates = len({(r['setting'], r['round'], r['client']) for r in frontier_rows})
@@ -232,17 +244,20 @@ def _claim1_section(frontier_rows, docs_dir) -> tuple[str, list[dict]]:
         'own compressor) over the frontier\'s step grid. Bits per parameter at each target '
         'relative distortion are interpolated in log-log per update (updates whose grid does '
         'not reach the target are left out). CV: coefficient of variation of those bits across '
-        'updates; shares: the part of their variance explained by each factor on its own '
-        '(one-way eta squared; round = early/middle/late position); the largest CV within '
-        'a corpus: across the other factors, the corpus held fixed.\n\n'
+        'updates; shares: the part of the variance of log2 bits explained by corpus, '
+        'optimizer, round (early/middle/late position) and the real client, entered in that '
+        'order (sequential sums of squares: the client share is the variation between '
+        'clients within a corpus and round), and what is left (residual); the largest CV '
+        'within a corpus: across the other factors, the corpus held fixed.\n\n'
         f'![frontier curves]({docs_dir.name}/frontier_curves.png)\n\n')
     out.append(_table(('normalization', 'target', 'updates', 'outside grid', 'mean bits', 'CV',
-                       'corpus', 'optimizer', 'round', 'client', 'mean bits by corpus',
-                       'largest CV within a corpus'),
+                       'corpus', 'optimizer', 'round', 'client', 'residual',
+                       'mean bits by corpus', 'largest CV within a corpus'),
                       [(_normalization_name(c['normalization']), c['target'],
                         c['updates'], c['outside_grid'], c['mean_bits'], c['cv'],
                         c['share_corpus'], c['share_optimizer'], c['share_round'],
-                        c['share_client'], c['mean_bits_by_corpus'], c['cv_within_corpus'])
+                        c['share_client'], c['share_residual'], c['mean_bits_by_corpus'],
+                        c['cv_within_corpus'])
                        for c in claim1]) + '\n')
     best = _best_normalization(claim1)
     if best:
@@ -251,12 +266,19 @@ def _claim1_section(frontier_rows, docs_dir) -> tuple[str, list[dict]]:
                  f'**{NORMALIZATIONS[best[0]]}** (mean CV {best[2]:.3f}).\n\n')
     else:
       out.append('No target distortion is reached by the updates under every normalization.\n\n')
+    out.append('### What the bits depend on, and a fixed step\n\n'
+               + claim1_lib.describe(analysis) + '\n')
+    names = {k: _normalization_name(k) for k in NORMALIZATIONS}
+    for title, header, rows in claim1_lib.markdown_tables(analysis, names):
+      out.append(f'{title}:\n\n' + _table(header, rows) + '\n')
   else:
     out.append('No frontier of saved updates yet.\n\n')
   _write_csv(docs_dir / 'claim1.csv', ('normalization', 'target', 'updates', 'outside_grid',
                                        'mean_bits', 'cv', 'share_corpus', 'share_optimizer',
-                                       'share_round', 'share_client', 'mean_bits_by_corpus',
-                                       'cv_within_corpus'), claim1)
+                                       'share_round', 'share_client', 'share_residual',
+                                       'mean_bits_by_corpus', 'cv_within_corpus'), claim1)
+  for key, fields in claim1_lib.CSV_FIELDS.items():
+    _write_csv(docs_dir / f'claim1_{key}.csv', fields, analysis[key])
   return ''.join(out), claim1
 
 
@@ -281,13 +303,19 @@ def _one_bit_section(settings, finished, docs_dir) -> tuple[str, list[dict]]:
   return ''.join(out), one_bit
 
 
-def report(runs: list[Run], docs_dir=DEFAULT_DOCS_DIR) -> pathlib.Path:
+def report(runs: list[Run], docs_dir=DEFAULT_DOCS_DIR,
+           analysis: verdicts_lib.AnalysisSettings | None = None) -> pathlib.Path:
   """Writes `DOCS.md` and `DOCS/*.csv, *.png` from the copied results; returns the md path.
 
-  The sections in order: `_header_section` (what is finished or missing),
-  `_accuracy_sections`, `_claim2_section`, `_claim1_section`,
-  `_one_bit_section` (each writing its CSVs and plots), then the verdicts;
-  and `DOCS/summary.md` (`_summary`).
+  With `analysis` (the config's `[analysis]` rules) the sections are
+  `_header_section` (what is finished or missing), `paired_report.sections`
+  (the rules, then per setting the verdicts on arms, ours against the
+  baselines at equal bits, the breaking bitrate and the 1-bit test; Claim 2
+  on arms) and `_claim1_section`; `DOCS/summary.md` is
+  `paired_report.summary`. Without it, the first sweep's report:
+  `_header_section`, `NO_ANALYSIS_NOTE`, `_accuracy_sections`,
+  `_claim2_section`, `_claim1_section`, `_one_bit_section` (each writing its
+  CSVs and plots), then its verdicts on single runs; and `_summary`.
   """
   docs_dir = pathlib.Path(docs_dir)
   docs_dir.mkdir(parents=True, exist_ok=True)
@@ -295,24 +323,31 @@ def report(runs: list[Run], docs_dir=DEFAULT_DOCS_DIR) -> pathlib.Path:
   finished, missing, frontier_rows, frontier_missing, wall = _gather(runs, settings, docs_dir)
   finished_line = f'Runs finished: {len(runs) - len(missing)} of {len(runs)}'
   header = _header_section(docs_dir, finished_line, wall, missing, frontier_missing)
+  status = f'{finished_line} ({wall / 60:.1f} min of summed run wall time). '
+  path, summary_path = docs_dir.with_suffix('.md'), docs_dir / 'summary.md'
+  claim1_text, claim1 = _claim1_section(
+      frontier_rows, docs_dir, analysis.claim1_tolerance if analysis else None)
+  if analysis is not None:
+    body, analyses = paired_report.sections(settings, finished, docs_dir, analysis)
+    path.write_text(header + body + claim1_text)
+    summary_path.write_text(
+        paired_report.summary(status, analyses, analysis, path, summary_path))
+    return path
   accuracy, all_rows, all_matches = _accuracy_sections(settings, finished, docs_dir)
   claim2_text, claim2 = _claim2_section(settings, finished, docs_dir)
-  claim1_text, claim1 = _claim1_section(frontier_rows, docs_dir)
   one_bit_text, one_bit = _one_bit_section(settings, finished, docs_dir)
   verdicts = _verdicts(claim1, claim2, one_bit, all_matches, missing or frontier_missing)
-  path = docs_dir.with_suffix('.md')
-  path.write_text(header + accuracy + claim2_text + claim1_text + one_bit_text
-                  + '## Verdicts\n\n' + verdicts)
-  status = f'{finished_line} ({wall / 60:.1f} min of summed run wall time). '
-  (docs_dir / 'summary.md').write_text(
-      _summary(status, settings, all_rows, all_matches, claim2, claim1, verdicts,
-               path, docs_dir))
+  path.write_text(header + NO_ANALYSIS_NOTE + accuracy + claim2_text + claim1_text
+                  + one_bit_text + '## Verdicts\n\n' + verdicts)
+  summary_path.write_text(_summary(status, settings, all_rows, all_matches, claim2, claim1,
+                                   verdicts, path, summary_path))
   return path
 
 
 def _summary(status, settings, rows, matches, claim2, claim1, verdicts, report_path,
-             docs_dir) -> str:
-  """The report's short form (`DOCS/summary.md`) for the README."""
+             summary_path) -> str:
+  """The report's short form (`summary_path`, `DOCS/summary.md`) for the README, its
+  links relative to `summary_path`."""
   outcome = {(m['setting'], m['baseline']): m for m in matches}
   order = {s: i for i, s in enumerate(settings)}
 
@@ -324,8 +359,8 @@ def _summary(status, settings, rows, matches, claim2, claim1, verdicts, report_p
              f"{_fmt(m['ours_bits'], 3)} bits ({m['status'].replace('_', ' ')})")
     return f"{m['outcome']}; ours needs {needs}"
 
-  out = [status, f'Full report: [`{report_path}`]({report_path}) (tables, plots and CSVs '
-         f'in `{docs_dir}/`).\n\n',
+  out = [status, f'Full report: [`{report_path}`]({link(report_path, summary_path)}) (tables, '
+         f'plots and CSVs in `{summary_path.parent}/`).\n\n',
          'Every finished run, after its last round (eval loss and accuracy on the fixed '
          'evaluation examples; *against ours*: for a baseline, the outcome with the '
          'uncompressed seeds\' eval-loss spread as noise, and the bits ours needs to reach '
@@ -359,14 +394,30 @@ def _summary(status, settings, rows, matches, claim2, claim1, verdicts, report_p
   return ''.join(out)
 
 
+def readme_summary(text: str) -> tuple[int, int] | None:
+  """`(begin, end)` of the generated block in a README's `text`: the start of its
+  begin marker line and the start of `README_END`; None without markers."""
+  begin = text.find(_README_BEGIN_START)
+  end = text.find(README_END, begin)
+  if begin < 0 or end < 0 or text.find('-->', begin) > end:
+    return None
+  return begin, end
+
+
 def update_readme(readme_path, summary_path) -> None:
-  """Replaces the README's lines between `README_BEGIN` and `README_END` by the summary."""
+  """Replaces the README's generated block (`readme_summary`) by the summary.
+
+  The summary's relative links, written from its own folder, are made
+  relative to the README's (`markdown.rebase_links`), and the begin marker is
+  rewritten as `README_BEGIN`.
+  """
   readme_path, summary_path = pathlib.Path(readme_path), pathlib.Path(summary_path)
   text = readme_path.read_text()
-  begin, end = text.find(README_BEGIN), text.find(README_END)
-  if begin < 0 or end < begin:
+  block = readme_summary(text)
+  if block is None:
     raise config_lib.ConfigError(
         f'{readme_path}: no reproduction summary markers; put the line {README_BEGIN!r} '
         f'and, after it, the line {README_END!r} where the summary goes.')
-  readme_path.write_text(text[:begin + len(README_BEGIN)] + '\n\n'
-                         + summary_path.read_text().rstrip('\n') + '\n\n' + text[end:])
+  summary = rebase_links(summary_path.read_text(), summary_path.parent, readme_path.parent)
+  readme_path.write_text(text[:block[0]] + README_BEGIN + '\n\n' + summary.rstrip('\n')
+                         + '\n\n' + text[block[1]:])

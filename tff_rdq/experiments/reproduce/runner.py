@@ -7,8 +7,7 @@ from tff_rdq.experiments import config as config_lib
 from tff_rdq.experiments import stackoverflow
 from tff_rdq.experiments.reproduce.reporting import report
 from tff_rdq.experiments.reproduce.results import (
-    DEFAULT_DOCS_DIR, _add_wall_seconds, _copy_run, _frontier_path, finished_summary,
-    write_frontier)
+    _add_wall_seconds, _copy_run, _frontier_path, finished_summary, write_frontier)
 from tff_rdq.experiments.reproduce.settings import Run, load
 
 
@@ -16,10 +15,11 @@ def run_order(runs: list[Run]) -> list[Run]:
   """The order `sweep` runs them in: the settings' first runs, then their second, ...
 
   Round-robin over the settings, each setting's updates-saving run first and
-  then its other runs in config order, so that a sweep stopped early has
-  covered every setting as far as it got: the first runs already give every
-  setting's frontier (Claim 1 needs nothing else), the next ones (with `mean`
-  listed first) the uncompressed references.
+  then its other runs in config order (`load` lists an arm's seeds one after
+  the other), so that a sweep stopped early has covered every setting as far
+  as it got: the first runs already give every setting's frontier (Claim 1
+  needs nothing else), the next ones (with `mean` listed first) the
+  uncompressed reference, then whole arms, each ready for its verdict.
   """
   position, seen = [], {}
   for run in runs:
@@ -32,14 +32,16 @@ def run_order(runs: list[Run]) -> list[Run]:
       zip(position, range(len(runs)), runs), key=lambda item: item[:2])]
 
 
-def sweep(path, overrides=(), progress=True, docs_dir=DEFAULT_DOCS_DIR,
-          only=()) -> pathlib.Path:
+def sweep(path, overrides=(), progress=True, docs_dir=None, only=()) -> pathlib.Path:
   """Runs the sweep (skipping finished runs), then writes the report; returns its path.
 
-  `only`: names of settings to run (all if empty); the report covers them all.
+  `docs_dir`: where runs are copied and the report written (default: the
+  config's `docs_dir`). `only`: names of settings to run (all if empty); the
+  report covers them all.
   """
-  docs_dir = pathlib.Path(docs_dir)
-  _, runs = load(path, overrides)
+  loaded = load(path, overrides)
+  runs = loaded.runs
+  docs_dir = pathlib.Path(docs_dir or loaded.docs_dir)
   names = list(dict.fromkeys(run.setting for run in runs))
   unknown = [name for name in only if name not in names]
   if unknown:
@@ -75,4 +77,4 @@ def sweep(path, overrides=(), progress=True, docs_dir=DEFAULT_DOCS_DIR,
       print(f'{prefix}: saved no updates (are save_updates.rounds within training.rounds?)',
             flush=True)
     print(f'  elapsed {time.perf_counter() - start:.0f} s', flush=True)
-  return report(runs, docs_dir)
+  return report(runs, docs_dir, loaded.analysis)

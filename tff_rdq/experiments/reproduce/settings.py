@@ -1,17 +1,46 @@
-"""A reproduce config's `[[setting]]` tables and the runs they give (`load`)."""
+"""A reproduce config's `[[setting]]` tables and the runs they give (`load`).
+
+Besides the experiment's sections and the `[[setting]]` tables, a reproduce
+config may have two top-level entries (`SWEEP_KEYS`):
+
+- `docs_dir = "docs/reproduction_paired"`: where the sweep copies its finished
+  runs and writes its report (`DIR.md` beside `DIR`); default
+  `DEFAULT_DOCS_DIR`, the first sweep's.
+- `[analysis]`: the pre-registered rules of the verdicts
+  (`verdicts.AnalysisSettings.from_table`), fixed before any run. Without it
+  the report gives no paired verdicts.
+
+A setting's `seeds = [0, 1, 2]` makes each of its sweep entries (an *arm*:
+one method at one knob) one run per client-sampling seed (`training.seed`,
+which also seeds the model's initialization and the clients' shuffling), the
+seeds of an arm consecutive, labelled `ARM_seed=S` (`SEED_SUFFIX`); the same
+seed in two arms is the same clients every round, which is what pairs them.
+"""
 
 import dataclasses
 import pathlib
+from typing import NamedTuple
 
 from tff_rdq.experiments import compare
 from tff_rdq.experiments import config as config_lib
+from tff_rdq.experiments import verdicts
 
-SETTING_KEYS = ('name', 'corpus', 'optimizer', 'set', 'save_updates', 'sweep')
+SETTING_KEYS = ('name', 'corpus', 'optimizer', 'set', 'save_updates', 'seeds', 'sweep')
 SAVE_UPDATES_KEYS = ('rounds', 'clients', 'run', 'steps')
+SWEEP_KEYS = ('docs_dir', 'analysis')
+DEFAULT_DOCS_DIR = 'docs/reproduction'
+# A run's label is its arm's label, this and its seed (with a setting's `seeds`).
+SEED_SUFFIX = '_seed='
 
 
 @dataclasses.dataclass
 class Run:
+  """One run of a setting.
+
+  Attributes:
+    arm: The label without the seed suffix: the runs of one arm differ only in
+      `training.seed` (the label itself when the setting has no `seeds`).
+  """
   setting: str
   corpus: str
   optimizer: str
@@ -19,6 +48,15 @@ class Run:
   config: config_lib.ExperimentConfig
   saves_updates: bool = False
   frontier_steps: tuple = ()  # Empty: frontier.DEFAULT_STEPS.
+  arm: str = ''
+
+  def __post_init__(self):
+    self.arm = self.arm or self.label
+
+  @property
+  def seed(self) -> int:
+    """The client-sampling seed, which pairs runs of different arms."""
+    return self.config.training.seed
 
   @property
   def rdq_uniform(self) -> bool:
@@ -68,7 +106,48 @@ def _check_setting(i: int, setting) -> str:
       isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in steps):
     raise config_lib.ConfigError(
         f'setting {name}: save_updates.steps must be a list of positive numbers.')
+  seeds = setting.get('seeds', [])
+  if not isinstance(seeds, list) or not all(
+      isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in seeds) or len(
+          set(seeds)) != len(seeds):
+    raise config_lib.ConfigError(
+        f'setting {name}: seeds must be a list of distinct non-negative integers, got '
+        f'{seeds!r}.')
   return name
+
+
+def _seeded(arms: list, seeds: list[int], base_seed: int, where: str) -> list[tuple]:
+  """`(arm, label, config)` of every run: each arm once per seed, seeds consecutive.
+
+  Without `seeds`, each arm is one run labelled as the arm. An arm that sets
+  `training.seed` itself in a setting with `seeds` is an error: its seeds
+  would not be the ones listed.
+  """
+  if not seeds:
+    return [(label, label, config) for label, config in arms]
+  runs = []
+  for arm, config in arms:
+    if config.training.seed != base_seed:
+      raise config_lib.ConfigError(
+          f'{where}: run {arm} sets training.seed, and the setting lists seeds; set the '
+          'seeds in one place.')
+    for seed in seeds:
+      raw = config_lib.to_dict(config)
+      raw['training']['seed'] = seed
+      raw['name'] = f'{arm}{SEED_SUFFIX}{seed}'
+      runs.append((arm, raw['name'], config_lib.from_dict(raw)))
+  return runs
+
+
+def _check_evaluations(runs: list[Run], analysis: verdicts.AnalysisSettings, path) -> None:
+  """`ConfigError` if a run evaluates fewer times than its primary metric averages."""
+  for run in runs:
+    training = run.config.training
+    evaluations = sum(map(training.evaluates, range(1, training.rounds + 1)))
+    if evaluations < analysis.last_evals:
+      raise config_lib.ConfigError(
+          f'{path}: run {run.setting}/{run.label} evaluates {evaluations} times (training.'
+          f'rounds, eval_every, eval_from), fewer than analysis.last_evals={analysis.last_evals}.')
 
 
 def _mark_saver(setting_runs: list[Run], save: dict, where: str) -> None:
@@ -88,18 +167,49 @@ def _mark_saver(setting_runs: list[Run], save: dict, where: str) -> None:
   run.frontier_steps = tuple(float(x) for x in save.get('steps', ()))
 
 
-def load(path, overrides=()) -> tuple[config_lib.ExperimentConfig, list[Run]]:
-  """The base config and every run of every setting; `ConfigError` if bad.
+class Sweep(NamedTuple):
+  """A loaded reproduce config.
 
-  Each `[aggregator]` key of the base (file, bases or `--set`) must be read by
-  at least one run, and each of a setting's `set` by one of the setting's runs
-  (`config.check_keys_read`).
+  Attributes:
+    base: The experiment config the settings start from.
+    runs: Every run of every setting, in config order.
+    analysis: The `[analysis]` table's rules, or None when the config has none.
+    docs_dir: Where the sweep copies its runs and writes its report.
+  """
+  base: config_lib.ExperimentConfig
+  runs: list[Run]
+  analysis: verdicts.AnalysisSettings | None
+  docs_dir: str
+
+
+def _pop_sweep_keys(raw: dict, path) -> tuple:
+  """`(analysis, docs_dir)` popped from a parsed reproduce config (module doc)."""
+  docs_dir = raw.pop('docs_dir', DEFAULT_DOCS_DIR)
+  if not isinstance(docs_dir, str) or not docs_dir.strip('/'):
+    raise config_lib.ConfigError(f'{path}: docs_dir must be a directory path, got {docs_dir!r}.')
+  table = raw.pop('analysis', None)
+  if table is None:
+    return None, docs_dir
+  try:
+    return verdicts.AnalysisSettings.from_table(table), docs_dir
+  except ValueError as e:
+    raise config_lib.ConfigError(f'{path}: {e}') from None
+
+
+def load(path, overrides=()) -> Sweep:
+  """The base config, every run of every setting, the rules and the docs dir.
+
+  Raises `ConfigError` (one line) for a bad config. Each `[aggregator]` key of
+  the base (file, bases or `--set`) must be read by at least one run, and each
+  of a setting's `set` by one of the setting's runs (`config.check_keys_read`);
+  with `[analysis]`, every run must evaluate at least `last_evals` times.
   """
   path = pathlib.Path(path)
   raw = config_lib.read_toml(path)
   settings = raw.pop('setting', None)
   if not isinstance(settings, list) or not settings:
     raise config_lib.ConfigError(f'{path}: needs at least one [[setting]] table.')
+  analysis, docs_dir = _pop_sweep_keys(raw, path)
   raw.setdefault('name', path.stem)
   raw = config_lib.apply_overrides(raw, overrides)
   base = config_lib.from_dict(raw)
@@ -114,9 +224,11 @@ def load(path, overrides=()) -> tuple[config_lib.ExperimentConfig, list[Run]]:
     setting_raw['name'] = name
     setting_raw['output']['root_dir'] = str(pathlib.Path(base.output.root_dir) / base.name)
     setting_base = config_lib.from_dict(setting_raw)
-    setting_runs = [Run(name, setting['corpus'], setting['optimizer'], label, run_config)
-                    for label, run_config in
-                    compare.expand_sweeps(setting_base, setting['sweep'], where)]
+    arms = compare.expand_sweeps(setting_base, setting['sweep'], where)
+    setting_runs = [
+        Run(name, setting['corpus'], setting['optimizer'], label, run_config, arm=arm)
+        for arm, label, run_config in _seeded(arms, setting.get('seeds', []),
+                                              setting_base.training.seed, where)]
     if setting.get('save_updates'):
       _mark_saver(setting_runs, setting['save_updates'], where)
     config_lib.check_keys_read(
@@ -126,4 +238,6 @@ def load(path, overrides=()) -> tuple[config_lib.ExperimentConfig, list[Run]]:
     runs += setting_runs
   config_lib.check_keys_read([r.config.aggregator for r in runs], raw.get('aggregator', {}),
                              f'{path} [aggregator]')
-  return base, runs
+  if analysis is not None:
+    _check_evaluations(runs, analysis, path)
+  return Sweep(base, runs, analysis, docs_dir)
